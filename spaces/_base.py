@@ -1,0 +1,199 @@
+"""The search-space contract every searcher works through."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+Arch = Hashable
+Primitive = int | float | str | bool
+
+_MAX_MUTATION_TRIES = 64
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One categorical decision of a space: a flat config key and its allowed values."""
+
+    name: str
+    choices: tuple[Primitive, ...]
+
+    @property
+    def size(self) -> int:
+        """Number of allowed values."""
+        return len(self.choices)
+
+
+class SearchSpace(ABC):
+    """A discrete architecture space described by a list of categorical decisions.
+
+    Subclasses define ``decisions`` and the mapping between an architecture (a hashable
+    value, e.g. the NAS-Bench-201 string) and its integer vector of choice indices
+    (``encode`` / ``decode``). Sampling, mutation, crossover, neighbours and the flat Tune
+    config are implemented here once on top of that vector.
+
+    Example:
+        >>> import numpy as np
+        >>> from spaces import create_space
+        >>> space = create_space("nb201")
+        >>> arch = space.sample(np.random.default_rng(0))
+        >>> space.from_config(space.to_config(arch)) == arch
+        True
+    """
+
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def decisions(self) -> tuple[Decision, ...]:
+        """The categorical decisions, in vector order."""
+
+    @abstractmethod
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Integer vector of choice indices of ``arch`` (validated)."""
+
+    @abstractmethod
+    def decode(self, vector: Sequence[int] | np.ndarray) -> Arch:
+        """Architecture of an integer vector of choice indices."""
+
+    @abstractmethod
+    def validate(self, arch: Any) -> Arch:
+        """Return ``arch`` if it belongs to this space, else raise ``ValueError`` naming why."""
+
+    def canonical(self, arch: Arch) -> str:
+        """A string shared by all architectures that compute the same function."""
+        return self.to_string(arch)
+
+    def to_string(self, arch: Arch) -> str:
+        """The architecture's string form (round-trips through ``from_string``)."""
+        return str(self.validate(arch))
+
+    def from_string(self, text: str) -> Arch:
+        """Parse the string form of an architecture."""
+        return self.validate(text)
+
+    # ----------------------------------------------------------------- derived
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """Number of choices of each decision, in vector order."""
+        return tuple(d.size for d in self.decisions)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct vectors (architecture strings) in the space."""
+        return int(np.prod(self.dims, dtype=object))
+
+    def sample(self, rng: np.random.Generator) -> Arch:
+        """A uniformly random architecture."""
+        return self.decode([int(rng.integers(n)) for n in self.dims])
+
+    def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
+        """One random local change: a single decision set to another value.
+
+        Changes that leave the computation unchanged (same canonical form) are redrawn,
+        so a mutation always yields a different network when one exists.
+        """
+        vec = self.encode(arch)
+        original = self.canonical(arch)
+        mutable = [i for i, n in enumerate(self.dims) if n > 1]
+        if not mutable:
+            raise ValueError(f"space {self.name!r} has no decision with more than one choice")
+        child = arch
+        for _ in range(_MAX_MUTATION_TRIES):
+            i = mutable[int(rng.integers(len(mutable)))]
+            new = vec.copy()
+            offset = int(rng.integers(1, self.dims[i]))
+            new[i] = (vec[i] + offset) % self.dims[i]
+            child = self.decode(new)
+            if self.canonical(child) != original:
+                return child
+        return child
+
+    def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+        """Uniform crossover: each decision taken from ``a`` or ``b`` with equal chance."""
+        va, vb = self.encode(a), self.encode(b)
+        mask = rng.random(len(va)) < 0.5
+        return self.decode(np.where(mask, va, vb))
+
+    def neighbours(self, arch: Arch) -> list[Arch]:
+        """All architectures one decision away, skipping those computing the same function."""
+        vec = self.encode(arch)
+        original = self.canonical(arch)
+        seen: set[str] = {original}
+        out: list[Arch] = []
+        for i, n in enumerate(self.dims):
+            for value in range(n):
+                if value == vec[i]:
+                    continue
+                new = vec.copy()
+                new[i] = value
+                child = self.decode(new)
+                key = self.canonical(child)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(child)
+        return out
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every architecture string of the space, in vector order (only for small spaces)."""
+        for vec in itertools.product(*(range(n) for n in self.dims)):
+            yield self.decode(vec)
+
+    def to_config(self, arch: Arch) -> dict[str, Primitive]:
+        """Flat Tune config of primitives (``{"op/0": "nor_conv_3x3", ...}``)."""
+        vec = self.encode(arch)
+        return {d.name: d.choices[int(i)] for d, i in zip(self.decisions, vec)}
+
+    def from_config(self, config: Mapping[str, Any]) -> Arch:
+        """Architecture of a flat config; extra keys are ignored, missing or bad ones raise."""
+        vec = []
+        for d in self.decisions:
+            if d.name not in config:
+                raise ValueError(f"config for space {self.name!r} lacks key {d.name!r}")
+            value = config[d.name]
+            if isinstance(value, np.generic):
+                value = value.item()
+            try:
+                vec.append(d.choices.index(value))
+            except ValueError:
+                raise ValueError(
+                    f"config key {d.name!r} of space {self.name!r} has value {value!r}; "
+                    f"allowed: {list(d.choices)}"
+                ) from None
+        return self.decode(vec)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-friendly summary of the space (name, decisions, size) for logging."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "decisions": {d.name: list(d.choices) for d in self.decisions},
+        }
+
+    def _check_vector(self, vector: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Validate an index vector's length and ranges; return it as an int array."""
+        vec = np.asarray(vector)
+        if vec.shape != (len(self.dims),):
+            raise ValueError(
+                f"space {self.name!r} expects a vector of {len(self.dims)} indices, "
+                f"got shape {vec.shape}"
+            )
+        if not np.issubdtype(vec.dtype, np.integer):
+            if not np.all(np.equal(np.mod(vec, 1), 0)):
+                raise ValueError(f"space {self.name!r} expects integer indices, got {vec!r}")
+            vec = vec.astype(np.int64)
+        for i, (value, n) in enumerate(zip(vec, self.dims)):
+            if not 0 <= value < n:
+                raise ValueError(
+                    f"index {int(value)} of decision {self.decisions[i].name!r} is out of "
+                    f"range [0, {n})"
+                )
+        return vec.astype(np.int64)

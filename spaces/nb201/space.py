@@ -1,0 +1,138 @@
+"""NAS-Bench-201: a 4-node cell, one of 5 operations on each of its 6 edges (Dong & Yang, 2020)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from spaces._base import Arch, Decision, SearchSpace
+from spaces._registry import register_space
+
+logger = logging.getLogger(__name__)
+
+NB201_OPS: tuple[str, ...] = (
+    "none",
+    "skip_connect",
+    "nor_conv_1x1",
+    "nor_conv_3x3",
+    "avg_pool_3x3",
+)
+# Edge i goes from node EDGES[i][0] into node EDGES[i][1], in the order of the string form.
+EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+
+
+def parse_nb201(text: str) -> list[list[tuple[str, int]]]:
+    """Parse ``|op~0|+|op~0|op~1|+|...|`` into per-node lists of (op, input node)."""
+    if not isinstance(text, str):
+        raise ValueError(f"a NAS-Bench-201 architecture is a string, got {type(text).__name__}")
+    nodes = text.split("+")
+    if len(nodes) != 3:
+        raise ValueError(f"NAS-Bench-201 string must have 3 nodes separated by '+': {text!r}")
+    parsed: list[list[tuple[str, int]]] = []
+    for node_index, node in enumerate(nodes, start=1):
+        if not (node.startswith("|") and node.endswith("|")):
+            raise ValueError(f"node {node_index} of {text!r} must be enclosed in '|': {node!r}")
+        items = node[1:-1].split("|")
+        if len(items) != node_index:
+            raise ValueError(f"node {node_index} of {text!r} must have {node_index} inputs")
+        edges = []
+        for expected_input, item in enumerate(items):
+            op, sep, src = item.partition("~")
+            if not sep or op not in NB201_OPS:
+                raise ValueError(
+                    f"unknown operation {op!r} in {text!r}; allowed: {', '.join(NB201_OPS)}"
+                )
+            if src != str(expected_input):
+                raise ValueError(
+                    f"edge {item!r} of node {node_index} must read from node {expected_input}"
+                )
+            edges.append((op, expected_input))
+        parsed.append(edges)
+    return parsed
+
+
+def ops_to_string(ops: Sequence[str]) -> str:
+    """NAS-Bench-201 string of the 6 edge operations in ``EDGES`` order."""
+    return "+".join(
+        "|" + "|".join(f"{ops[k]}~{src}" for k, (src, dst) in enumerate(EDGES) if dst == node) + "|"
+        for node in (1, 2, 3)
+    )
+
+
+@lru_cache(maxsize=32768)
+def _canonical(text: str) -> str:
+    # As NAS-Bench-201's `to_unique_str(consider_zero=True)`: skip edges forward their input,
+    # zero edges and zero inputs vanish, and a node's inputs are an unordered set.
+    node_expr = {0: "0"}
+    for node, edges in enumerate(parse_nb201(text), start=1):
+        terms = []
+        for op, src in edges:
+            if op == "none" or node_expr[src] == "#":
+                terms.append("#")
+            elif op == "skip_connect":
+                terms.append(node_expr[src])
+            else:
+                terms.append(f"({node_expr[src]})@{op}")
+        node_expr[node] = "+".join(sorted(terms))
+    return node_expr[3]
+
+
+@register_space("nb201")
+class NB201Space(SearchSpace):
+    """The NAS-Bench-201 cell space: 5^6 = 15,625 strings, 6,466 distinct computations.
+
+    An architecture is its NAS-Bench-201 string, so results can be looked up in the public
+    tables. Flat config keys are ``op/0`` .. ``op/5`` in the edge order of the string
+    (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2).
+
+    Example:
+        >>> import numpy as np
+        >>> space = NB201Space()
+        >>> arch = space.sample(np.random.default_rng(0))
+        >>> space.validate(arch) == arch
+        True
+    """
+
+    name = "nb201"
+
+    def __init__(self) -> None:
+        self._decisions = tuple(
+            Decision(f"op/{i}", NB201_OPS) for i in range(len(EDGES))
+        )
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """Six decisions, one operation per edge."""
+        return self._decisions
+
+    def validate(self, arch: Any) -> Arch:
+        """Return the string if it is a well-formed NAS-Bench-201 architecture."""
+        parse_nb201(arch)
+        return str(arch)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Index of each edge's operation in ``NB201_OPS``."""
+        nodes = parse_nb201(arch)  # type: ignore[arg-type]
+        ops = {(src, dst): op for dst, edges in enumerate(nodes, 1) for op, src in edges}
+        return np.array([NB201_OPS.index(ops[e]) for e in EDGES], dtype=np.int64)
+
+    def decode(self, vector: Sequence[int] | np.ndarray) -> Arch:
+        """NAS-Bench-201 string of an index vector."""
+        vec = self._check_vector(vector)
+        return ops_to_string([NB201_OPS[int(i)] for i in vec])
+
+    def canonical(self, arch: Arch) -> str:
+        """Isomorphism-invariant form (NAS-Bench-201's ``to_unique_str(consider_zero=True)``)."""
+        return _canonical(str(arch))
+
+    def ops(self, arch: Arch) -> list[str]:
+        """The 6 edge operations in ``EDGES`` order."""
+        return [NB201_OPS[int(i)] for i in self.encode(arch)]
+
+    def is_connected(self, arch: Arch) -> bool:
+        """Whether the output node receives anything but zeros."""
+        return "#" != self.canonical(arch) and not set(self.canonical(arch).split("+")) <= {"#"}
