@@ -7,9 +7,12 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +20,13 @@ Arch = Hashable
 Primitive = int | float | str | bool
 
 _MAX_MUTATION_TRIES = 64
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as an int if it is a positive integer, else a ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,7 @@ class SearchSpace(ABC):
     def to_config(self, arch: Arch) -> dict[str, Primitive]:
         """Flat Tune config of primitives (``{"op/0": "nor_conv_3x3", ...}``)."""
         vec = self.encode(arch)
-        return {d.name: d.choices[int(i)] for d, i in zip(self.decisions, vec)}
+        return {d.name: d.choices[int(i)] for d, i in zip(self.decisions, vec, strict=True)}
 
     def from_config(self, config: Mapping[str, Any]) -> Arch:
         """Architecture of a flat config; extra keys are ignored, missing or bad ones raise."""
@@ -169,6 +179,34 @@ class SearchSpace(ABC):
                     f"allowed: {list(d.choices)}"
                 ) from None
         return self.decode(vec)
+
+    # ---------------------------------------------------------------- networks
+    def build_network(
+        self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3
+    ) -> torch.nn.Module:
+        """A freshly initialised, stand-alone trainable torch network of ``arch``.
+
+        Spaces import torch lazily here, so ``import spaces`` never loads it.
+        """
+        raise NotImplementedError(f"space {self.name!r} has no build_network")
+
+    def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
+        """Trainable parameters of ``build_network(arch, ...)``, computed without torch."""
+        raise NotImplementedError(f"space {self.name!r} has no count_params")
+
+    def count_flops(
+        self,
+        arch: Arch,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        resolution: int | None = None,
+    ) -> int:
+        """Multiply-accumulates (MACs) of one forward pass of one image, without torch.
+
+        ``resolution`` overrides the space's input resolution (square images).
+        """
+        raise NotImplementedError(f"space {self.name!r} has no count_flops")
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary of the space (name, decisions, size) for logging."""
@@ -190,7 +228,7 @@ class SearchSpace(ABC):
             if not np.all(np.equal(np.mod(vec, 1), 0)):
                 raise ValueError(f"space {self.name!r} expects integer indices, got {vec!r}")
             vec = vec.astype(np.int64)
-        for i, (value, n) in enumerate(zip(vec, self.dims)):
+        for i, (value, n) in enumerate(zip(vec, self.dims, strict=True)):
             if not 0 <= value < n:
                 raise ValueError(
                     f"index {int(value)} of decision {self.decisions[i].name!r} is out of "

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spaces._base import Arch, Decision, SearchSpace
+from spaces._base import Arch, Decision, SearchSpace, positive_int
 from spaces._registry import register_space
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,10 @@ class NB201Space(SearchSpace):
     tables. Flat config keys are ``op/0`` .. ``op/5`` in the edge order of the string
     (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2).
 
+    Keyword options ``channels`` (C), ``cells_per_stage`` (N) and ``resolution`` shape the
+    networks of ``build_network`` / ``count_params`` / ``count_flops``; NAS-Bench-201 used
+    C=16, N=5 on 32x32 images.
+
     Example:
         >>> import numpy as np
         >>> space = NB201Space()
@@ -99,7 +106,12 @@ class NB201Space(SearchSpace):
 
     name = "nb201"
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, channels: int = 16, cells_per_stage: int = 5, resolution: int = 32
+    ) -> None:
+        self.channels = positive_int("channels", channels)
+        self.cells_per_stage = positive_int("cells_per_stage", cells_per_stage)
+        self.resolution = positive_int("resolution", resolution)
         self._decisions = tuple(
             Decision(f"op/{i}", NB201_OPS) for i in range(len(EDGES))
         )
@@ -136,3 +148,69 @@ class NB201Space(SearchSpace):
     def is_connected(self, arch: Arch) -> bool:
         """Whether the output node receives anything but zeros."""
         return "#" != self.canonical(arch) and not set(self.canonical(arch).split("+")) <= {"#"}
+
+    def build_network(
+        self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3
+    ) -> torch.nn.Module:
+        """A freshly initialised NAS-Bench-201 network (C, N from the space) of ``arch``."""
+        from spaces.nb201.network import NB201Network
+
+        return NB201Network(
+            self.ops(arch),
+            channels=self.channels,
+            cells_per_stage=self.cells_per_stage,
+            num_classes=positive_int("num_classes", num_classes),
+            in_channels=positive_int("in_channels", in_channels),
+        )
+
+    def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
+        """Trainable parameters of ``build_network(arch, ...)`` (conv, BN affine, linear)."""
+        num_classes = positive_int("num_classes", num_classes)
+        in_channels = positive_int("in_channels", in_channels)
+        ops = self.ops(arch)
+        c = self.channels
+        total = in_channels * c * 9 + 2 * c  # stem
+        for stage in range(3):
+            if stage > 0:  # reduction block: conv_a, conv_b, shortcut 1x1
+                total += 9 * c * 2 * c + 2 * 2 * c + 9 * (2 * c) ** 2 + 2 * 2 * c + c * 2 * c
+                c *= 2
+            total += self.cells_per_stage * sum(_OP_PARAMS[op](c) for op in ops)
+        return total + 2 * c + c * num_classes + num_classes  # last BN, classifier
+
+    def count_flops(
+        self,
+        arch: Arch,
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        resolution: int | None = None,
+    ) -> int:
+        """MACs of one image's forward pass, counting convolutions and the classifier only.
+
+        Batch norm, activations, pooling, zero ops and additions are not counted.
+        """
+        num_classes = positive_int("num_classes", num_classes)
+        in_channels = positive_int("in_channels", in_channels)
+        size = self.resolution if resolution is None else positive_int("resolution", resolution)
+        ops = self.ops(arch)
+        c = self.channels
+        total = size * size * c * in_channels * 9  # stem
+        for stage in range(3):
+            if stage > 0:
+                size = (size - 1) // 2 + 1  # stride 2: conv_a and the ceil-mode shortcut pool
+                total += size * size * (9 * c * 2 * c + 9 * (2 * c) ** 2 + c * 2 * c)
+                c *= 2
+            cell = sum(_OP_MACS[op] for op in ops) * c * c
+            total += self.cells_per_stage * size * size * cell
+        return total + c * num_classes
+
+
+# Per-operation trainable parameters at c channels, and MACs per output pixel divided by c^2.
+_OP_PARAMS = {
+    "none": lambda c: 0,
+    "skip_connect": lambda c: 0,
+    "nor_conv_1x1": lambda c: c * c + 2 * c,
+    "nor_conv_3x3": lambda c: 9 * c * c + 2 * c,
+    "avg_pool_3x3": lambda c: 0,
+}
+_OP_MACS = {"none": 0, "skip_connect": 0, "nor_conv_1x1": 1, "nor_conv_3x3": 9, "avg_pool_3x3": 0}

@@ -1,0 +1,340 @@
+"""NASSearch: Ray Tune's Searcher hooks implemented once for every architecture searcher."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from ray.tune.search import Searcher
+
+from spaces import Arch, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "raynas.searcher/1"
+# How hard suggest() looks for an architecture not seen before, before it falls back.
+_PROPOSE_TRIES = 100
+_SAMPLE_TRIES = 1000
+# Spaces up to this many strings are enumerated to prove exhaustion.
+_ENUMERABLE = 200_000
+
+_NOT_READY = (
+    "{cls} has no {what}: pass {what}= to the constructor or let Tune set it through "
+    "TuneConfig(metric=..., mode=...) before suggest() is called"
+)
+
+
+class NASSearch(Searcher):
+    """Base of every raynas searcher: a ``ray.tune.search.Searcher`` over a ``SearchSpace``.
+
+    The contract for subclasses (template method; Tune calls only the public hooks):
+
+    * ``_propose() -> Arch | None``: the next architecture to try, or ``None`` to wait
+      (e.g. until a generation has reported). It may return an architecture already seen;
+      the base then asks again, and falls back to uniform sampling, so no architecture is
+      suggested twice (by canonical form) until the space is exhausted.
+    * ``_observe(arch, score)``: a finished trial. ``score`` is the metric turned into
+      "higher is better" (negated for ``mode="min"``), or ``None`` for a failed trial
+      (error, NaN/inf, metric missing). Never called twice for one trial.
+    * ``_get_state() -> dict`` / ``_set_state(dict)``: the algorithm's own state as
+      JSON-friendly data (lists, numbers, strings); the base saves the RNG, the seen set,
+      pending trials and counters, so ``save`` -> fresh instance -> ``restore`` continues
+      exactly the sequence an uninterrupted run would produce.
+
+    The base handles metric/mode (constructor or ``set_search_properties``), late or
+    duplicate completions (ignored), the ``max_trials`` budget and exhaustion
+    (``Searcher.FINISHED``), and ``add_evaluated_point`` for results found elsewhere.
+    Tune configs are flat dicts of primitives, ``space.to_config(arch)``.
+
+    Args:
+        space: the search space.
+        metric: the result key to optimise; may be set later by Tune.
+        mode: ``"max"`` or ``"min"``; may be set later by Tune.
+        seed: seed of the searcher's ``numpy.random.Generator``.
+        max_trials: number of suggestions after which ``FINISHED`` is returned.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        metric: str | None = None,
+        mode: str | None = None,
+        seed: int | None = None,
+        max_trials: int | None = None,
+    ) -> None:
+        if not isinstance(space, SearchSpace):
+            raise TypeError(
+                f"{type(self).__name__} needs a spaces.SearchSpace, got {type(space).__name__}; "
+                "build one with spaces.create_space(name)"
+            )
+        _check_mode(mode)
+        if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
+            raise ValueError(f"max_trials must be a positive integer or None, got {max_trials!r}")
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.seed = seed
+        self.max_trials = max_trials
+        self._rng = np.random.default_rng(seed)
+        self._seen: dict[str, str] = {}  # canonical form -> arch string, in suggestion order
+        self._pending: dict[str, str] = {}  # trial id -> arch string
+        self._done: set[str] = set()
+        self._suggested = 0
+        self._completed = 0
+        self._failed = 0
+        self._best: tuple[float, str] | None = None
+        self._warned_invalid = False
+        self._canonical_count: int | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def _propose(self) -> Arch | None:
+        raise NotImplementedError
+
+    def _observe(self, arch: Arch, score: float | None) -> None:
+        raise NotImplementedError
+
+    def _get_state(self) -> dict[str, Any]:
+        return {}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    # ---------------------------------------------------------------- Tune API
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """Take metric and mode from Tune when the constructor did not set them."""
+        _check_mode(mode)
+        if self._metric is None and metric:
+            self._metric = metric
+        if self._mode is None and mode:
+            self._mode = mode
+        return True
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        """Flat config of the next architecture, ``None`` to wait, or ``FINISHED``."""
+        self._require_ready()
+        if self.max_trials is not None and self._suggested >= self.max_trials:
+            return Searcher.FINISHED
+        arch = self._next_unseen()
+        if arch is _WAIT:
+            return None
+        if arch is None:
+            logger.info("%s: every architecture of %s was suggested", self, self.space.name)
+            return Searcher.FINISHED
+        text = self.space.to_string(arch)
+        self._seen[self.space.canonical(arch)] = text
+        self._pending[trial_id] = text
+        self._suggested += 1
+        return self.space.to_config(arch)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Record a finished trial; errors, NaN and missing metrics count as failures."""
+        text = self._pending.pop(trial_id, None)
+        if text is None:
+            if trial_id in self._done:
+                logger.debug("%s: trial %s completed twice; ignored", self, trial_id)
+            else:
+                logger.warning("%s: completion of unknown trial %s ignored", self, trial_id)
+            return
+        self._done.add(trial_id)
+        self._record(self.space.from_string(text), result, error, trial_id)
+
+    def add_evaluated_point(
+        self,
+        parameters: dict,
+        value: float,
+        error: bool = False,
+        pruned: bool = False,
+        intermediate_values: list[float] | None = None,
+    ) -> None:
+        """Tell the searcher of an architecture evaluated elsewhere (warm start, portfolio)."""
+        self._require_ready()
+        arch = self.space.from_config(parameters)
+        key = self.space.canonical(arch)
+        if key not in self._seen:
+            self._seen[key] = self.space.to_string(arch)
+        self._record(arch, {self._metric: value}, error, "external")
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write the searcher's full state as JSON (never pickle) to ``checkpoint_path``."""
+        directory = os.path.dirname(os.path.abspath(checkpoint_path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".raynas-searcher-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.get_state(), f)
+        os.replace(tmp, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load state written by ``save``; raises ``ValueError`` for a foreign or corrupt file."""
+        try:
+            with open(checkpoint_path) as f:
+                state = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"cannot read searcher state {checkpoint_path!r}: {exc}"
+            ) from None
+        self.set_state(state)
+
+    def get_state(self) -> dict[str, Any]:
+        """The whole state as JSON-friendly data."""
+        return {
+            "format": STATE_FORMAT,
+            "searcher": type(self).__name__,
+            "space": self.space.name,
+            "metric": self._metric,
+            "mode": self._mode,
+            "seed": self.seed,
+            "max_trials": self.max_trials,
+            "rng": self._rng.bit_generator.state,
+            "seen": list(self._seen.values()),
+            "pending": dict(self._pending),
+            "done": sorted(self._done),
+            "suggested": self._suggested,
+            "completed": self._completed,
+            "failed": self._failed,
+            "best": list(self._best) if self._best else None,
+            "algorithm": self._get_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Replace this searcher's state with one from ``get_state``."""
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a raynas searcher state (expected format {STATE_FORMAT!r})")
+        if state.get("searcher") != type(self).__name__:
+            raise ValueError(
+                f"state was saved by {state.get('searcher')!r}, cannot restore into "
+                f"{type(self).__name__}"
+            )
+        if state.get("space") != self.space.name:
+            raise ValueError(
+                f"state is for space {state.get('space')!r}, this searcher searches "
+                f"{self.space.name!r}"
+            )
+        try:
+            self._metric = state["metric"]
+            self._mode = state["mode"]
+            self.seed = state["seed"]
+            self.max_trials = state["max_trials"]
+            self._rng = np.random.default_rng()
+            self._rng.bit_generator.state = state["rng"]
+            self._seen = {}
+            for text in state["seen"]:
+                self._seen[self.space.canonical(self.space.from_string(text))] = text
+            self._pending = dict(state["pending"])
+            self._done = set(state["done"])
+            self._suggested = int(state["suggested"])
+            self._completed = int(state["completed"])
+            self._failed = int(state["failed"])
+            self._best = (float(state["best"][0]), state["best"][1]) if state["best"] else None
+            self._set_state(state["algorithm"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"corrupt searcher state: {exc!r}") from None
+
+    # ------------------------------------------------------------ conveniences
+    @property
+    def best(self) -> tuple[Arch, float] | None:
+        """Best architecture observed so far and its metric value (in the metric's own sign)."""
+        if self._best is None:
+            return None
+        score, text = self._best
+        return self.space.from_string(text), self._unscore(score)
+
+    @property
+    def num_suggested(self) -> int:
+        """Suggestions handed out so far."""
+        return self._suggested
+
+    @property
+    def num_failed(self) -> int:
+        """Completed trials that failed (error, NaN/inf or missing metric)."""
+        return self._failed
+
+    def is_seen(self, arch: Arch) -> bool:
+        """Whether an architecture computing the same function was already suggested."""
+        return self.space.canonical(arch) in self._seen
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(space={self.space.name!r}, seed={self.seed!r})"
+
+    # ---------------------------------------------------------------- internal
+    def _require_ready(self) -> None:
+        for what, value in (("metric", self._metric), ("mode", self._mode)):
+            if value is None:
+                raise RuntimeError(_NOT_READY.format(cls=type(self).__name__, what=what))
+
+    def _score(
+        self, result: Mapping[str, Any] | None, error: bool, trial_id: str
+    ) -> float | None:
+        reason = None
+        value: Any = None
+        if error:
+            reason = "errored"
+        elif not result or self._metric not in result:
+            reason = f"reported no {self._metric!r}"
+        else:
+            value = result[self._metric]
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                reason = f"reported non-numeric {self._metric}={value!r}"
+            else:
+                if not math.isfinite(value):
+                    reason = f"reported {self._metric}={value}"
+        if reason is not None:
+            log = logger.debug if self._warned_invalid else logger.warning
+            log("%s: trial %s %s; counted as failed", self, trial_id, reason)
+            self._warned_invalid = True
+            return None
+        return value if self._mode == "max" else -value
+
+    def _unscore(self, score: float) -> float:
+        return score if self._mode == "max" else -score
+
+    def _record(
+        self, arch: Arch, result: Mapping[str, Any] | None, error: bool, trial_id: str
+    ) -> None:
+        score = self._score(result, error, trial_id)
+        if score is None:
+            self._failed += 1
+        else:
+            self._completed += 1
+            if self._best is None or score > self._best[0]:
+                self._best = (score, self.space.to_string(arch))
+        self._observe(arch, score)
+
+    def _next_unseen(self) -> Any:
+        for _ in range(_PROPOSE_TRIES):
+            arch = self._propose()
+            if arch is None:
+                return _WAIT
+            if self.space.canonical(arch) not in self._seen:
+                return arch
+        for _ in range(_SAMPLE_TRIES):
+            arch = self.space.sample(self._rng)
+            if self.space.canonical(arch) not in self._seen:
+                return arch
+        if self.space.size > _ENUMERABLE:
+            raise RuntimeError(
+                f"{self}: found no unseen architecture in {_PROPOSE_TRIES + _SAMPLE_TRIES} tries"
+            )
+        for arch in self.space.enumerate():
+            if self.space.canonical(arch) not in self._seen:
+                return arch
+        return None
+
+
+_WAIT = object()
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")

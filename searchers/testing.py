@@ -1,0 +1,228 @@
+"""Conformance suite every searcher passes, built-in or plug-in.
+
+Subclass ``SearcherConformance`` in a test module and provide ``make_searcher``::
+
+    from searchers.testing import SearcherConformance
+
+    class TestMySearcher(SearcherConformance):
+        @staticmethod
+        def make_searcher(space, **kwargs):
+            return MySearcher(space, **kwargs)
+
+``kwargs`` carries ``metric``, ``mode``, ``seed`` and sometimes ``max_trials``; pass them on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from searchers._base import NASSearch
+from spaces import Arch, Decision, SearchSpace, create_space
+
+METRIC = "score"
+
+
+class TinySpace(SearchSpace):
+    """Two decisions of three values (9 architectures), for exhaustion tests."""
+
+    name = "tiny"
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """Two decisions ``a`` and ``b``."""
+        return (Decision("a", (0, 1, 2)), Decision("b", ("x", "y", "z")))
+
+    def validate(self, arch: Any) -> Arch:
+        """Accept strings like ``"1y"``."""
+        if not (isinstance(arch, str) and len(arch) == 2 and arch[0] in "012" and arch[1] in "xyz"):
+            raise ValueError(f"not a tiny-space architecture: {arch!r}")
+        return arch
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Indices of the two characters."""
+        text = self.validate(arch)
+        return np.array([int(text[0]), "xyz".index(text[1])], dtype=np.int64)
+
+    def decode(self, vector: Sequence[int] | np.ndarray) -> Arch:
+        """String of two indices."""
+        vec = self._check_vector(vector)
+        return f"{vec[0]}{'xyz'[vec[1]]}"
+
+
+def objective(space: SearchSpace) -> Callable[[Arch], float]:
+    """A fixed synthetic score: a seeded linear function of the one-hot encoding."""
+    weights = [np.random.default_rng(123).normal(size=n) for n in space.dims]
+    return lambda arch: float(sum(w[i] for w, i in zip(weights, space.encode(arch))))
+
+
+def drive(
+    searcher: Searcher,
+    space: SearchSpace,
+    n: int,
+    *,
+    concurrency: int = 1,
+    score: Callable[[Arch], float] | None = None,
+    prefix: str = "t",
+) -> list[Arch]:
+    """Run ``n`` suggestions with up to ``concurrency`` pending; complete oldest first."""
+    score = score or objective(space)
+    archs: list[Arch] = []
+    pending: list[tuple[str, Arch]] = []
+    count = 0
+    while len(archs) < n:
+        config = None
+        if len(pending) < concurrency:
+            trial_id = f"{prefix}{count}"
+            config = searcher.suggest(trial_id)
+            if config == Searcher.FINISHED:
+                break
+            if config is not None:
+                count += 1
+                arch = space.from_config(config)
+                archs.append(arch)
+                pending.append((trial_id, arch))
+                continue
+        if not pending:
+            raise AssertionError("searcher waits although no trial is pending")
+        trial_id, arch = pending.pop(0)
+        searcher.on_trial_complete(trial_id, {METRIC: score(arch)})
+    for trial_id, arch in pending:
+        searcher.on_trial_complete(trial_id, {METRIC: score(arch)})
+    return archs
+
+
+class SearcherConformance:
+    """Tests every ``NASSearch`` must pass; subclasses supply ``make_searcher``."""
+
+    space_name = "nb201"
+
+    @staticmethod
+    def make_searcher(space: SearchSpace, **kwargs: Any) -> NASSearch:
+        """Build the searcher under test."""
+        raise NotImplementedError("subclass SearcherConformance and define make_searcher")
+
+    def _make(self, space: SearchSpace | None = None, **kwargs: Any) -> NASSearch:
+        kwargs = {"metric": METRIC, "mode": "max", "seed": 0, **kwargs}
+        return self.make_searcher(space or create_space(self.space_name), **kwargs)
+
+    def test_configs_are_primitive_and_valid(self) -> None:
+        space = create_space(self.space_name)
+        searcher = self._make(space)
+        config = searcher.suggest("t0")
+        assert isinstance(config, dict)
+        assert all(isinstance(v, (int, float, str, bool)) for v in config.values())
+        space.validate(space.from_config(config))
+
+    def test_seeded_determinism(self) -> None:
+        space = create_space(self.space_name)
+        first = drive(self._make(space, seed=7), space, 40, concurrency=2)
+        second = drive(self._make(space, seed=7), space, 40, concurrency=2)
+        assert first == second
+        other = drive(self._make(space, seed=8), space, 40, concurrency=2)
+        assert other != first
+
+    def test_no_repeats(self) -> None:
+        space = create_space(self.space_name)
+        archs = drive(self._make(space), space, 80, concurrency=3)
+        canon = [space.canonical(a) for a in archs]
+        assert len(set(canon)) == len(canon)
+
+    def test_save_restore_continues_sequence(self, tmp_path: Any) -> None:
+        space = create_space(self.space_name)
+        uninterrupted = drive(self._make(space, seed=3), space, 50)
+        searcher = self._make(space, seed=3)
+        head = drive(searcher, space, 25)
+        path = str(tmp_path / "state.json")
+        searcher.save(path)
+        fresh = self._make(space, seed=99)
+        fresh.restore(path)
+        tail = drive(fresh, space, 25, prefix="u")
+        assert head + tail == uninterrupted
+
+    def test_invalid_results_count_as_failed(self) -> None:
+        space = create_space(self.space_name)
+        searcher = self._make(space)
+        bad = [
+            {METRIC: float("nan")},
+            {METRIC: float("inf")},
+            {"other": 1.0},
+            None,
+            {METRIC: "high"},
+        ]
+        for i, result in enumerate(bad + [None]):
+            assert isinstance(searcher.suggest(f"b{i}"), dict)
+            searcher.on_trial_complete(f"b{i}", result, error=i == len(bad))
+        assert searcher.num_failed == len(bad) + 1
+        assert searcher.best is None
+        drive(searcher, space, 10)
+        best = searcher.best
+        assert best is not None and math.isfinite(best[1])
+
+    def test_duplicate_and_unknown_completion_ignored(self) -> None:
+        space = create_space(self.space_name)
+        searcher = self._make(space)
+        searcher.suggest("a")
+        searcher.on_trial_complete("a", {METRIC: 1.0})
+        state = searcher.get_state()
+        searcher.on_trial_complete("a", {METRIC: 5.0})
+        searcher.on_trial_complete("never-suggested", {METRIC: 5.0})
+        assert searcher.get_state() == state
+
+    def test_finished_after_budget(self) -> None:
+        space = create_space(self.space_name)
+        searcher = self._make(space, max_trials=5)
+        archs = drive(searcher, space, 10)
+        assert len(archs) == 5
+        assert searcher.suggest("next") == Searcher.FINISHED
+
+    def test_finished_when_space_exhausted(self) -> None:
+        space = TinySpace()
+        searcher = self._make(space)
+        archs = drive(searcher, space, 20)
+        assert sorted(archs) == sorted(space.enumerate())
+        assert searcher.suggest("next") == Searcher.FINISHED
+
+    def test_metric_and_mode_from_tune(self) -> None:
+        space = create_space(self.space_name)
+        searcher = self.make_searcher(space, seed=0)
+        try:
+            searcher.suggest("t0")
+        except RuntimeError as exc:
+            assert "metric" in str(exc)
+        else:
+            raise AssertionError("suggest without a metric must raise RuntimeError")
+        assert searcher.set_search_properties(METRIC, "min", {})
+        assert isinstance(searcher.suggest("t0"), dict)
+        searcher.on_trial_complete("t0", {METRIC: 2.0})
+        assert searcher.best is not None and searcher.best[1] == 2.0
+
+    def test_minimisation(self) -> None:
+        space = create_space(self.space_name)
+        score = objective(space)
+        searcher = self._make(space, mode="min")
+        archs = drive(searcher, space, 40, score=score)
+        best = searcher.best
+        assert best is not None
+        assert best[1] == min(score(a) for a in archs)
+
+    def test_under_concurrency_limiter(self) -> None:
+        space = create_space(self.space_name)
+        limited = ConcurrencyLimiter(self._make(space), max_concurrent=2)
+        assert isinstance(limited.suggest("c0"), dict)
+        assert isinstance(limited.suggest("c1"), dict)
+        assert limited.suggest("c2") is None
+        limited.on_trial_complete("c0", {METRIC: 1.0})
+        assert isinstance(limited.suggest("c2"), dict)
+
+    def test_add_evaluated_point(self) -> None:
+        space = create_space(self.space_name)
+        searcher = self._make(space)
+        arch = space.sample(np.random.default_rng(5))
+        searcher.add_evaluated_point(space.to_config(arch), 3.0)
+        assert searcher.is_seen(arch)
+        assert searcher.best is not None and searcher.best[1] == 3.0
