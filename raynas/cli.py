@@ -1,0 +1,143 @@
+"""Command line: ``raynas run CONFIG``, ``raynas demo``, ``raynas spaces``, ``raynas searchers``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+from raynas import __version__
+
+logger = logging.getLogger(__name__)
+
+DEMO_CONFIG = "demo.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raynas", description="Neural architecture search on Ray Tune, tracked in MLflow."
+    )
+    parser.add_argument("--version", action="version", version=f"raynas {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the search a YAML config describes")
+    run.add_argument("config", help="path of the experiment YAML")
+    _common_run_options(run)
+
+    demo = sub.add_parser("demo", help="run the bundled demo search (local Ray, sqlite MLflow)")
+    demo.add_argument(
+        "--output-dir", default="raynas_demo", help="folder for mlflow.db and results"
+    )
+    demo.add_argument("--trials", type=int, help="override the demo's number of trials")
+    _common_run_options(demo)
+
+    sub.add_parser("spaces", help="list the available search spaces")
+    sub.add_parser("searchers", help="list the available searchers")
+    return parser
+
+
+def _common_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster to join ('auto' or host:port); default local")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (overrides the config)")
+    p.add_argument("--verbose", action="store_true", help="show Ray worker output")
+
+
+def _apply_overrides(cfg, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    if getattr(args, "tracking_uri", None):
+        cfg = replace(cfg, tracking=replace(cfg.tracking, uri=args.tracking_uri))
+    if getattr(args, "trials", None) is not None:
+        cfg = replace(cfg, budget=replace(cfg.budget, trials=args.trials))
+    return cfg
+
+
+def _load_demo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from raynas.config import ConfigError, parse_config
+
+    import yaml
+
+    raw = yaml.safe_load(resources.files("raynas.configs").joinpath(DEMO_CONFIG).read_text())
+    out = Path(args.output_dir).resolve()
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {args.trials}")
+    cfg = parse_config(raw)
+    uri = args.tracking_uri or f"sqlite:///{out / 'mlflow.db'}"
+    return replace(cfg, output_dir=str(out), tracking=replace(cfg.tracking, uri=uri))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from raynas.config import load_config
+    from raynas.runner import run_search
+
+    cfg = _load_demo(args) if args.command == "demo" else load_config(args.config)
+    cfg = _apply_overrides(cfg, args)
+    result = run_search(cfg, address=args.address, quiet=not args.verbose)
+    print()
+    if result.best_arch is None:
+        print(f"raynas: no trial succeeded ({result.num_failed} failed)")
+    else:
+        value = result.best_metrics.get(result.metric)
+        extras = ", ".join(
+            f"{k}={result.best_metrics[k]:.4g}"
+            for k in ("test_acc", "test_acc_200ep", "params", "flops")
+            if k in result.best_metrics
+        )
+        print(f"best architecture: {result.best_arch}")
+        print(f"  {result.metric}={value:.4g}" + (f", {extras}" if extras else ""))
+    print(
+        f"{result.num_trials} trials ({result.num_failed} failed) in {result.wall_time_s:.1f}s; "
+        f"trial table: {result.trials_path}"
+    )
+    print(f"MLflow: experiment {result.experiment_id}, parent run {result.parent_run_id}")
+    if result.tracking_uri.startswith("sqlite:"):
+        print(
+            "open the MLflow UI with:\n"
+            f"  mlflow ui --backend-store-uri {result.tracking_uri} --host 127.0.0.1 --port 5000\n"
+            "then browse http://127.0.0.1:5000"
+        )
+    else:
+        print(f"browse {result.tracking_uri}")
+    return 0 if result.best_arch is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``raynas`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        if args.command == "spaces":
+            from spaces import list_spaces
+
+            print("\n".join(list_spaces()))
+            return 0
+        if args.command == "searchers":
+            from searchers import list_searchers
+
+            print("\n".join(list_searchers()))
+            return 0
+        return _run(args)
+    except KeyboardInterrupt:
+        print("raynas: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"raynas: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Experiment configuration: YAML -> frozen dataclasses, validated with field-naming errors."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """A named, registered component (space, searcher, evaluator) and its keyword options."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many trials, how many at once, and resources and retries per trial."""
+
+    trials: int = 20
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 0
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where MLflow records the search."""
+
+    uri: str | None = None
+    experiment: str = "raynas"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One search: space, searcher, evaluator, budget, objective and tracking."""
+
+    name: str
+    space: Component
+    searcher: Component
+    evaluator: Component
+    budget: Budget = Budget()
+    seed: int = 0
+    metric: str | None = None
+    mode: str = "max"
+    tracking: Tracking = Tracking()
+    output_dir: str = "raynas_results"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (the YAML that would recreate this config)."""
+        out = asdict(self)
+        for key in ("space", "searcher", "evaluator"):
+            comp = out.pop(key)
+            out[key] = {"name": comp["name"], **comp["options"]}
+        return out
+
+    def to_yaml(self) -> str:
+        """YAML text of ``to_dict``."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def resolved_tracking_uri(self) -> str:
+        """The tracking URI: config, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``."""
+        uri = self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            uri = f"sqlite:///{Path('mlflow.db').resolve()}"
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            # Relative sqlite paths are relative to the working directory; make them absolute
+            # so Ray workers and later `resume` calls find the same file.
+            path = Path(uri[len("sqlite:///") :]).resolve()
+            uri = f"sqlite:///{path}"
+        return uri
+
+
+_TOP_LEVEL = {
+    "name",
+    "space",
+    "searcher",
+    "evaluator",
+    "budget",
+    "seed",
+    "metric",
+    "mode",
+    "tracking",
+    "output_dir",
+}
+
+
+def _component(raw: Any, field_name: str) -> Component:
+    if isinstance(raw, str) and raw:
+        return Component(raw)
+    if isinstance(raw, Mapping):
+        options = dict(raw)
+        name = options.pop("name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"config field '{field_name}.name' must name a {field_name}")
+        extra = options.pop("options", None)
+        if extra is not None:
+            if not isinstance(extra, Mapping):
+                raise ConfigError(f"config field '{field_name}.options' must be a mapping")
+            options.update(extra)
+        return Component(name, options)
+    raise ConfigError(
+        f"config field '{field_name}' must be a name or a mapping with 'name', got {raw!r}"
+    )
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, where: str, minimum: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"config field '{where}{key}' must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def _float(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"config field '{where}{key}' must be a number, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"config field '{where}{key}' must be >= 0, got {value!r}")
+    return float(value)
+
+
+def _mapping(raw: Any, field_name: str, known: set[str]) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config field '{field_name}' must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config field '{field_name}.{unknown[0]}'; known: {', '.join(sorted(known))}"
+        )
+    return raw
+
+
+def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
+    """Validate a parsed YAML mapping into an ``ExperimentConfig``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a config must be a YAML mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise ConfigError(
+            f"unknown config field '{unknown[0]}'; known: {', '.join(sorted(_TOP_LEVEL))}"
+        )
+    for required in ("space", "searcher", "evaluator"):
+        if required not in raw:
+            raise ConfigError(f"config field '{required}' is required")
+    b = _mapping(raw.get("budget"), "budget", set(Budget.__dataclass_fields__))
+    budget = Budget(
+        trials=_int(b, "trials", Budget.trials, "budget.", 1),
+        concurrency=_int(b, "concurrency", Budget.concurrency, "budget.", 1),
+        cpus_per_trial=_float(b, "cpus_per_trial", Budget.cpus_per_trial, "budget."),
+        gpus_per_trial=_float(b, "gpus_per_trial", Budget.gpus_per_trial, "budget."),
+        max_failures=_int(b, "max_failures", Budget.max_failures, "budget.", 0),
+    )
+    t = _mapping(raw.get("tracking"), "tracking", {"uri", "experiment"})
+    uri = t.get("uri")
+    if uri is not None and (not isinstance(uri, str) or not uri):
+        raise ConfigError(f"config field 'tracking.uri' must be a URI string, got {uri!r}")
+    experiment = t.get("experiment", Tracking.experiment)
+    if not isinstance(experiment, str) or not experiment:
+        raise ConfigError(f"config field 'tracking.experiment' must be a name, got {experiment!r}")
+    mode = raw.get("mode", "max")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"config field 'mode' must be 'min' or 'max', got {mode!r}")
+    metric = raw.get("metric")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise ConfigError(f"config field 'metric' must be a metric name, got {metric!r}")
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"config field 'name' must be a non-empty string, got {name!r}")
+    output_dir = raw.get("output_dir", ExperimentConfig.output_dir)
+    if not isinstance(output_dir, str) or not output_dir:
+        raise ConfigError(f"config field 'output_dir' must be a path, got {output_dir!r}")
+    return ExperimentConfig(
+        name=name,
+        space=_component(raw["space"], "space"),
+        searcher=_component(raw["searcher"], "searcher"),
+        evaluator=_component(raw["evaluator"], "evaluator"),
+        budget=budget,
+        seed=_int(raw, "seed", 0, "", 0),
+        metric=metric,
+        mode=mode,
+        tracking=Tracking(uri=uri, experiment=experiment),
+        output_dir=output_dir,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
+    """Read and validate a YAML config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{line}") from None
+    return parse_config(raw, default_name=p.stem)

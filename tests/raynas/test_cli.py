@@ -1,0 +1,131 @@
+"""The CLI end to end on real Ray and a real MLflow sqlite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from raynas.cli import main
+from raynas.tracking import TAG_ARCH, TAG_ROLE
+from spaces import create_space
+
+
+def _write(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _check_recorded(uri: str, trials: int, metric_keys: set[str]) -> list:
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], max_results=1000
+    )
+    parents = [r for r in runs if r.data.tags.get(TAG_ROLE) == "search"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space.name"] == "nb201"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == trials
+    space = create_space("nb201")
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert metric_keys <= set(child.data.metrics)
+        arch = child.data.tags[TAG_ARCH]
+        assert child.data.params["arch"] == arch
+        assert space.from_config(child.data.params) == arch
+        assert child.data.tags["raynas.searcher"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "trials.parquet", "searcher_state.json"} <= artifacts
+    return children
+
+
+@pytest.mark.ray
+@pytest.mark.data
+def test_run_tabular_search_end_to_end(tmp_path, nb201_dir, ray_session, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    config = {
+        "name": "tab",
+        "space": "nb201",
+        "searcher": {"name": "regularized_evolution", "population_size": 4, "sample_size": 2},
+        "evaluator": {"name": "tabular", "table_path": str(nb201_dir / "cifar10.csv")},
+        "budget": {"trials": 10, "concurrency": 2},
+        "seed": 3,
+        "tracking": {"uri": uri, "experiment": "tab"},
+        "output_dir": str(tmp_path / "out"),
+    }
+    assert main(["run", str(_write(tmp_path, config))]) == 0
+    out = capsys.readouterr().out
+    assert "best architecture: |" in out and "[10/10]" in out
+    children = _check_recorded(uri, 10, {"val_acc", "test_acc_200ep"})
+    (table_path,) = (tmp_path / "out").glob("tab-*/trials.parquet")
+    table = pq.read_table(table_path).to_pylist()
+    assert len(table) == 10
+    assert {r["arch"] for r in table} == {c.data.tags[TAG_ARCH] for c in children}
+    assert len({r["canonical"] for r in table}) == 10
+    assert all(r["status"] == "OK" for r in table)
+    by_arch = {c.data.tags[TAG_ARCH]: c.data.metrics["val_acc"] for c in children}
+    assert all(by_arch[r["arch"]] == pytest.approx(r["val_acc"]) for r in table)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_training_search_end_to_end(tmp_path, ray_session, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {
+        "name": "train",
+        "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "resolution": 8},
+        "searcher": "random",
+        "evaluator": {"name": "training", "epochs": 2, "train_subset": 256},
+        "budget": {"trials": 3, "concurrency": 2},
+        "tracking": {"uri": uri},
+        "output_dir": str(tmp_path / "out"),
+    }
+    assert main(["run", str(_write(tmp_path, config))]) == 0
+    children = _check_recorded(uri, 3, {"val_acc", "test_acc", "train_loss", "epoch"})
+    client = MlflowClient(uri)
+    history = client.get_metric_history(children[0].info.run_id, "val_acc")
+    assert [m.step for m in history] == [1, 2]
+    assert "open the MLflow UI" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"space": "nb999"}, "unknown space 'nb999'; available: mobilenet, nb201"),
+        ({"searcher": "anneal"}, "unknown searcher 'anneal'; available:"),
+        ({"budget": {"trials": -1}}, "'budget.trials' must be an integer >= 1, got -1"),
+        (
+            {"evaluator": {"name": "tabular", "table_path": "/no/such/cifar10.csv"}},
+            "/no/such/cifar10.csv",
+        ),
+        ({"metric": "test_acc"}, "test metrics are for reporting only"),
+        ({"evaluator": "oracle"}, "unknown evaluator 'oracle'"),
+    ],
+)
+def test_bad_configs_give_one_line_and_exit_2(tmp_path, capsys, change, message) -> None:
+    config = {"space": "nb201", "searcher": "random", "evaluator": "training", **change}
+    assert main(["run", str(_write(tmp_path, config))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("raynas: error: ") and message in err
+
+
+def test_unreachable_tracking_server(tmp_path, capsys) -> None:
+    config = {"space": "nb201", "searcher": "random", "evaluator": "training"}
+    path = _write(tmp_path, config)
+    assert main(["run", str(path), "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:9" in err and "unreachable" in err
+
+
+def test_list_commands(capsys) -> None:
+    assert main(["spaces"]) == 0
+    assert main(["searchers"]) == 0
+    out = capsys.readouterr().out.split()
+    assert {"nb201", "mobilenet", "random", "regularized_evolution"} <= set(out)
