@@ -59,9 +59,9 @@ def _apply_overrides(cfg, args: argparse.Namespace):  # type: ignore[no-untyped-
 def _load_demo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from raynas.config import ConfigError, parse_config
-
     import yaml
+
+    from raynas.config import ConfigError, parse_config
 
     raw = yaml.safe_load(resources.files("raynas.configs").joinpath(DEMO_CONFIG).read_text())
     out = Path(args.output_dir).resolve()

@@ -47,7 +47,9 @@ class ProgressPrinter(Callback):
             f"{text}  best={best}  {self.describe(trial.config)}"
         )
 
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Print the finished trial's metric and the best so far."""
         value = (trial.last_result or {}).get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
@@ -58,7 +60,9 @@ class ProgressPrinter(Callback):
             self.failed += 1
             self._line(trial, f"{self.metric}=invalid({value!r})")
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         """Print that the trial failed."""
         self.failed += 1
         self._line(trial, "ERROR")

@@ -55,7 +55,9 @@ def test_load_errors(tmp_path: Path) -> None:
         load_config(listing)
 
 
-def test_relative_sqlite_uri_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_sqlite_uri_becomes_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = parse_config({**BASE, "tracking": {"uri": "sqlite:///runs/m.db"}})
     assert cfg.resolved_tracking_uri() == f"sqlite:///{tmp_path / 'runs/m.db'}"

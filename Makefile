@@ -1,0 +1,29 @@
+# Two entry points for a fresh clone: `make demo` and `make test`. Each creates (or reuses)
+# .venv, installs the CPU build of torch 2.13.0 first (a plain `torch` requirement would pull a
+# multi-GB CUDA build), then raynas with pinned dependencies, then runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.raynas-installed
+
+.PHONY: demo test install lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/raynas demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check spaces searchers raynas tests benchmarks
+
+clean:
+	rm -rf $(VENV) raynas_demo raynas_results
