@@ -25,8 +25,8 @@ _SAMPLE_TRIES = 1000
 _ENUMERABLE = 200_000
 
 _NOT_READY = (
-    "{cls} has no {what}: pass {what}= to the constructor or let Tune set it through "
-    "TuneConfig(metric=..., mode=...) before suggest() is called"
+    "{cls} has no {what}: pass metric= and mode= to the searcher (Tune forwards "
+    "TuneConfig(metric=..., mode=...) to a searcher only when param_space is non-empty)"
 )
 
 

@@ -21,6 +21,7 @@ def tournament(scores: list[float], sample_size: int, rng: Any) -> int:
 class RegularizedEvolutionSearch(NASSearch):
     """Aging evolution: tournament-select a parent, mutate it, retire the oldest member.
 
+    ``sample_size`` defaults to ``min(5, population_size)``.
     Until ``population_size`` trials have succeeded, architectures are sampled uniformly.
     Then each suggestion draws ``sample_size`` members of the population, mutates the best
     (one decision changed, ``space.mutate``) and, when the child reports, the child joins
@@ -43,11 +44,13 @@ class RegularizedEvolutionSearch(NASSearch):
         space: SearchSpace,
         *,
         population_size: int = 20,
-        sample_size: int = 5,
+        sample_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(population_size, int) or population_size < 2:
             raise ValueError(f"population_size must be an integer >= 2, got {population_size!r}")
+        if sample_size is None:
+            sample_size = min(5, population_size)
         if not isinstance(sample_size, int) or not 1 <= sample_size <= population_size:
             raise ValueError(
                 f"sample_size must be an integer in [1, population_size={population_size}], "

@@ -121,6 +121,17 @@ class NB201Space(SearchSpace):
         """Six decisions, one operation per edge."""
         return self._decisions
 
+    def describe(self) -> dict[str, Any]:
+        """The base summary plus the network options and the number of distinct cells."""
+        out = super().describe()
+        out["num_canonical"] = 6466
+        out["options"] = {
+            "channels": self.channels,
+            "cells_per_stage": self.cells_per_stage,
+            "resolution": self.resolution,
+        }
+        return out
+
     def validate(self, arch: Any) -> Arch:
         """Return the string if it is a well-formed NAS-Bench-201 architecture."""
         parse_nb201(arch)
