@@ -24,6 +24,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spaces searchers raynas tests benchmarks
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) raynas_demo raynas_results

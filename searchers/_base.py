@@ -107,7 +107,7 @@ class NASSearch(Searcher):
 
     # ---------------------------------------------------------------- Tune API
     def set_search_properties(
-        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+        self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
         """Take metric and mode from Tune when the constructor did not set them."""
         _check_mode(mode)
@@ -117,17 +117,17 @@ class NASSearch(Searcher):
             self._mode = mode
         return True
 
-    def suggest(self, trial_id: str) -> dict | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """Flat config of the next architecture, ``None`` to wait, or ``FINISHED``."""
         self._require_ready()
         if self.max_trials is not None and self._suggested >= self.max_trials:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel
         arch = self._next_unseen()
         if arch is _WAIT:
             return None
         if arch is None:
             logger.info("%s: every architecture of %s was suggested", self, self.space.name)
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]
         text = self.space.to_string(arch)
         self._seen[self.space.canonical(arch)] = text
         self._pending[trial_id] = text
@@ -135,7 +135,7 @@ class NASSearch(Searcher):
         return self.space.to_config(arch)
 
     def on_trial_complete(
-        self, trial_id: str, result: dict | None = None, error: bool = False
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Record a finished trial; errors, NaN and missing metrics count as failures."""
         text = self._pending.pop(trial_id, None)
@@ -150,7 +150,7 @@ class NASSearch(Searcher):
 
     def add_evaluated_point(
         self,
-        parameters: dict,
+        parameters: dict[str, Any],
         value: float,
         error: bool = False,
         pruned: bool = False,
@@ -162,7 +162,7 @@ class NASSearch(Searcher):
         key = self.space.canonical(arch)
         if key not in self._seen:
             self._seen[key] = self.space.to_string(arch)
-        self._record(arch, {self._metric: value}, error, "external")
+        self._record(arch, {str(self._metric): value}, error, "external")
 
     def save(self, checkpoint_path: str) -> None:
         """Write the searcher's full state as JSON (never pickle) to ``checkpoint_path``."""
@@ -276,12 +276,13 @@ class NASSearch(Searcher):
     ) -> float | None:
         reason = None
         value: Any = None
+        metric = str(self._metric)
         if error:
             reason = "errored"
-        elif not result or self._metric not in result:
-            reason = f"reported no {self._metric!r}"
+        elif not result or metric not in result:
+            reason = f"reported no {metric!r}"
         else:
-            value = result[self._metric]
+            value = result[metric]
             try:
                 value = float(value)
             except (TypeError, ValueError):
@@ -294,7 +295,8 @@ class NASSearch(Searcher):
             log("%s: trial %s %s; counted as failed", self, trial_id, reason)
             self._warned_invalid = True
             return None
-        return value if self._mode == "max" else -value
+        score = float(value)
+        return score if self._mode == "max" else -score
 
     def _unscore(self, score: float) -> float:
         return score if self._mode == "max" else -score

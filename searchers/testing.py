@@ -45,7 +45,7 @@ class TinySpace(SearchSpace):
 
     def encode(self, arch: Arch) -> np.ndarray:
         """Indices of the two characters."""
-        text = self.validate(arch)
+        text = str(self.validate(arch))
         return np.array([int(text[0]), "xyz".index(text[1])], dtype=np.int64)
 
     def decode(self, vector: Sequence[int] | np.ndarray) -> Arch:
@@ -58,6 +58,11 @@ def objective(space: SearchSpace) -> Callable[[Arch], float]:
     """A fixed synthetic score: a seeded linear function of the one-hot encoding."""
     weights = [np.random.default_rng(123).normal(size=n) for n in space.dims]
     return lambda arch: float(sum(w[i] for w, i in zip(weights, space.encode(arch))))
+
+
+def is_finished(suggestion: object) -> bool:
+    """Whether a ``suggest`` result is Tune's ``Searcher.FINISHED``."""
+    return suggestion == Searcher.FINISHED
 
 
 def drive(
@@ -79,7 +84,7 @@ def drive(
         if len(pending) < concurrency:
             trial_id = f"{prefix}{count}"
             config = searcher.suggest(trial_id)
-            if config == Searcher.FINISHED:
+            if is_finished(config):
                 break
             if config is not None:
                 count += 1
@@ -178,14 +183,14 @@ class SearcherConformance:
         searcher = self._make(space, max_trials=5)
         archs = drive(searcher, space, 10)
         assert len(archs) == 5
-        assert searcher.suggest("next") == Searcher.FINISHED
+        assert is_finished(searcher.suggest("next"))
 
     def test_finished_when_space_exhausted(self) -> None:
         space = TinySpace()
         searcher = self._make(space)
         archs = drive(searcher, space, 20)
-        assert sorted(archs) == sorted(space.enumerate())
-        assert searcher.suggest("next") == Searcher.FINISHED
+        assert sorted(map(str, archs)) == sorted(map(str, space.enumerate()))
+        assert is_finished(searcher.suggest("next"))
 
     def test_metric_and_mode_from_tune(self) -> None:
         space = create_space(self.space_name)
