@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -58,6 +59,23 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, arch: Arch, *, report: Report | None = None) -> dict[str, float]:
         """Metrics of ``arch``; intermediate results go to ``report`` if given."""
+
+    def setup(
+        self,
+        *,
+        log_metrics: Callable[[dict[str, float], int], None] | None = None,
+        checkpoint_dir: str | None = None,
+    ) -> None:
+        """Driver-side preparation before the first trial (e.g. train a shared supernet)."""
+        return None
+
+    def artifacts(self) -> list[str]:
+        """Local files the driver logs to the search's MLflow run after ``setup``."""
+        return []
+
+    def teardown(self) -> None:
+        """Release what ``setup`` started, after the last trial."""
+        return None
 
 
 # --------------------------------------------------------------------------- training
@@ -385,15 +403,18 @@ class TabularEvaluator(Evaluator):
 
 
 # --------------------------------------------------------------------------- factory
-EVALUATORS: dict[str, type[Evaluator]] = {
-    "training": TrainingEvaluator,
-    "tabular": TabularEvaluator,
+EVALUATORS: dict[str, str] = {
+    "training": "raynas.evaluators:TrainingEvaluator",
+    "tabular": "raynas.evaluators:TabularEvaluator",
+    "supernet": "raynas.supernet.evaluator:SupernetEvaluator",
 }
 
 
 def create_evaluator(name: str, space: SearchSpace, **options: Any) -> Evaluator:
-    """Build the evaluator registered under ``name`` (``"training"``, ``"tabular"``)."""
+    """Build the evaluator registered under ``name`` (``training``, ``tabular``, ``supernet``)."""
     key = name.lower() if isinstance(name, str) else name
     if key not in EVALUATORS:
         raise ValueError(f"unknown evaluator {name!r}; available: {', '.join(sorted(EVALUATORS))}")
-    return EVALUATORS[key](space, **options)  # type: ignore[call-arg]
+    module, _, attr = EVALUATORS[key].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    return cls(space, **options)  # type: ignore[no-any-return]

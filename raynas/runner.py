@@ -204,6 +204,12 @@ def run_search(
     status = "FAILED"
     t0 = time.monotonic()
     try:
+        comps.evaluator.setup(
+            log_metrics=lambda metrics, step: tracker.log_metrics(parent, metrics, step=step),
+            checkpoint_dir=str(out_dir),
+        )
+        for path in comps.evaluator.artifacts():
+            tracker.log_file(parent, path)
         trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name)
         printer = ProgressPrinter(
             metric=comps.metric,
@@ -274,6 +280,7 @@ def run_search(
         status = "KILLED"
         raise
     finally:
+        comps.evaluator.teardown()
         tracker.end(parent, status)
         if started:
             ray.shutdown()
