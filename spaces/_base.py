@@ -190,6 +190,17 @@ class SearchSpace(ABC):
         """
         raise NotImplementedError(f"space {self.name!r} has no build_network")
 
+    def build_supernet(self, *, num_classes: int = 10, in_channels: int = 3) -> torch.nn.Module:
+        """A freshly initialised weight-sharing supernet of the whole space (one-shot NAS).
+
+        Built with the space's own network options. The returned module provides
+        ``forward(x, arch)`` (logits of the single path ``arch``; only its operations run),
+        ``extract(arch)`` (a stand-alone module with copied weights, equal in eval mode),
+        ``path_modules(arch)``, ``path_parameters(arch)`` and ``batchnorms(arch)`` (the batch
+        norm layers to recalibrate per architecture). Torch is imported lazily here.
+        """
+        raise NotImplementedError(f"space {self.name!r} has no build_supernet")
+
     def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
         """Trainable parameters of ``build_network(arch, ...)``, computed without torch."""
         raise NotImplementedError(f"space {self.name!r} has no count_params")

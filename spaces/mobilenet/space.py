@@ -287,6 +287,16 @@ class MobileNetSpace(SearchSpace):
             in_channels=positive_int("in_channels", in_channels),
         )
 
+    def build_supernet(self, *, num_classes: int = 10, in_channels: int = 3) -> torch.nn.Module:
+        """A weight-sharing ``MobileNetSupernet``: elastic depth, kernel and expansion (OFA)."""
+        from spaces.mobilenet.supernet import MobileNetSupernet
+
+        return MobileNetSupernet(
+            self,
+            num_classes=positive_int("num_classes", num_classes),
+            in_channels=positive_int("in_channels", in_channels),
+        )
+
     def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
         """Trainable parameters of ``build_network(arch, ...)`` (conv, BN affine, linear)."""
         num_classes = positive_int("num_classes", num_classes)

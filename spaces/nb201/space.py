@@ -174,6 +174,16 @@ class NB201Space(SearchSpace):
             in_channels=positive_int("in_channels", in_channels),
         )
 
+    def build_supernet(self, *, num_classes: int = 10, in_channels: int = 3) -> torch.nn.Module:
+        """A weight-sharing ``NB201Supernet`` (C, N from the space) holding every edge's 5 ops."""
+        from spaces.nb201.supernet import NB201Supernet
+
+        return NB201Supernet(
+            self,
+            num_classes=positive_int("num_classes", num_classes),
+            in_channels=positive_int("in_channels", in_channels),
+        )
+
     def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
         """Trainable parameters of ``build_network(arch, ...)`` (conv, BN affine, linear)."""
         num_classes = positive_int("num_classes", num_classes)
