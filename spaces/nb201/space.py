@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -227,7 +227,7 @@ class NB201Space(SearchSpace):
 
 
 # Per-operation trainable parameters at c channels, and MACs per output pixel divided by c^2.
-_OP_PARAMS = {
+_OP_PARAMS: dict[str, Callable[[int], int]] = {
     "none": lambda c: 0,
     "skip_connect": lambda c: 0,
     "nor_conv_1x1": lambda c: c * c + 2 * c,
