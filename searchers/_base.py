@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 from ray.tune.search import Searcher
 
+from searchers.objectives import Objectives, Outcome, parse_constraints
 from spaces import Arch, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,10 @@ class NASSearch(Searcher):
       suggested twice (by canonical form) until the space is exhausted.
     * ``_observe(arch, score)``: a finished trial. ``score`` is the metric turned into
       "higher is better" (negated for ``mode="min"``), or ``None`` for a failed trial
-      (error, NaN/inf, metric missing). Never called twice for one trial.
+      (error, NaN/inf, metric missing). Never called twice for one trial. With several
+      metrics or constraints, ``score`` is their scalarisation (``searchers.objectives``);
+      multi-objective searchers override ``_observe_outcome(arch, outcome)`` instead and get
+      the whole ``Outcome`` (every objective, signed, and the constraint violation).
     * ``_get_state() -> dict`` / ``_set_state(dict)``: the algorithm's own state as
       JSON-friendly data (lists, numbers, strings); the base saves the RNG, the seen set,
       pending trials and counters, so ``save`` -> fresh instance -> ``restore`` continues
@@ -54,30 +57,44 @@ class NASSearch(Searcher):
 
     Args:
         space: the search space.
-        metric: the result key to optimise; may be set later by Tune.
-        mode: ``"max"`` or ``"min"``; may be set later by Tune.
+        metric: the result key to optimise, or a list of keys; may be set later by Tune.
+        mode: ``"max"`` or ``"min"`` (a list for several metrics); may be set later by Tune.
         seed: seed of the searcher's ``numpy.random.Generator``.
         max_trials: number of suggestions after which ``FINISHED`` is returned.
+        constraints: ``["latency_pixel3 <= 5", ...]``; a trial missing a constrained key fails.
+        scalarization: how single-objective searchers combine several metrics
+            (``searchers.objectives.Objectives``); ignored by multi-objective searchers.
+        penalty: weight of the constraint-violation hinge penalty in the scalar score.
     """
 
     def __init__(
         self,
         space: SearchSpace,
         *,
-        metric: str | None = None,
-        mode: str | None = None,
+        metric: str | list[str] | None = None,
+        mode: str | list[str] | None = None,
         seed: int | None = None,
         max_trials: int | None = None,
+        constraints: list[str] | dict[str, float] | None = None,
+        scalarization: dict[str, Any] | None = None,
+        penalty: float = 100.0,
     ) -> None:
         if not isinstance(space, SearchSpace):
             raise TypeError(
                 f"{type(self).__name__} needs a spaces.SearchSpace, got {type(space).__name__}; "
                 "build one with spaces.create_space(name)"
             )
-        _check_mode(mode)
         if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
             raise ValueError(f"max_trials must be a positive integer or None, got {max_trials!r}")
-        super().__init__(metric=metric, mode=mode)
+        self._objective_options: dict[str, Any] = {
+            "constraints": [str(c) for c in parse_constraints(constraints)],
+            "scalarization": dict(scalarization or {}),
+            "penalty": penalty,
+        }
+        self._objectives: Objectives | None = None
+        metric, mode = _normalise(metric, mode)
+        super().__init__(metric=None, mode=None)
+        self._set_objectives(metric, mode)
         self.space = space
         self.seed = seed
         self.max_trials = max_trials
@@ -88,7 +105,7 @@ class NASSearch(Searcher):
         self._suggested = 0
         self._completed = 0
         self._failed = 0
-        self._best: tuple[float, str] | None = None
+        self._best: tuple[float, str, list[float]] | None = None
         self._warned_invalid = False
         self._canonical_count: int | None = None
 
@@ -98,6 +115,9 @@ class NASSearch(Searcher):
 
     def _observe(self, arch: Arch, score: float | None) -> None:
         raise NotImplementedError
+
+    def _observe_outcome(self, arch: Arch, outcome: Outcome | None) -> None:
+        self._observe(arch, None if outcome is None else outcome.scalar)
 
     def _get_state(self) -> dict[str, Any]:
         return {}
@@ -110,11 +130,8 @@ class NASSearch(Searcher):
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
         """Take metric and mode from Tune when the constructor did not set them."""
-        _check_mode(mode)
-        if self._metric is None and metric:
-            self._metric = metric
-        if self._mode is None and mode:
-            self._mode = mode
+        if self._objectives is None:
+            self._set_objectives(*_normalise(metric, mode))
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -158,11 +175,21 @@ class NASSearch(Searcher):
     ) -> None:
         """Tell the searcher of an architecture evaluated elsewhere (warm start, portfolio)."""
         self._require_ready()
+        assert self._objectives is not None
+        if isinstance(value, Mapping):
+            result = dict(value)
+        elif self._objectives.multi or self._objectives.constraints:
+            raise ValueError(
+                f"{type(self).__name__} has objectives {self._objectives.keys}: pass value as "
+                "a mapping of metric name to value"
+            )
+        else:
+            result = {self._objectives.metrics[0]: value}
         arch = self.space.from_config(parameters)
         key = self.space.canonical(arch)
         if key not in self._seen:
             self._seen[key] = self.space.to_string(arch)
-        self._record(arch, {str(self._metric): value}, error, "external")
+        self._record(arch, result, error, "external")
 
     def save(self, checkpoint_path: str) -> None:
         """Write the searcher's full state as JSON (never pickle) to ``checkpoint_path``."""
@@ -202,6 +229,7 @@ class NASSearch(Searcher):
             "completed": self._completed,
             "failed": self._failed,
             "best": list(self._best) if self._best else None,
+            "objectives": self._objective_options,
             "algorithm": self._get_state(),
         }
 
@@ -220,8 +248,9 @@ class NASSearch(Searcher):
                 f"{self.space.name!r}"
             )
         try:
-            self._metric = state["metric"]
-            self._mode = state["mode"]
+            self._objective_options = dict(state["objectives"])
+            self._objectives = None
+            self._set_objectives(state["metric"], state["mode"])
             self.seed = state["seed"]
             self.max_trials = state["max_trials"]
             self._rng = np.random.default_rng()
@@ -234,19 +263,29 @@ class NASSearch(Searcher):
             self._suggested = int(state["suggested"])
             self._completed = int(state["completed"])
             self._failed = int(state["failed"])
-            self._best = (float(state["best"][0]), state["best"][1]) if state["best"] else None
+            best = state["best"]
+            self._best = (float(best[0]), str(best[1]), list(best[2])) if best else None
             self._set_state(state["algorithm"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"corrupt searcher state: {exc!r}") from None
 
     # ------------------------------------------------------------ conveniences
     @property
-    def best(self) -> tuple[Arch, float] | None:
-        """Best architecture observed so far and its metric value (in the metric's own sign)."""
-        if self._best is None:
+    def best(self) -> tuple[Arch, Any] | None:
+        """Best architecture by scalar score and its metric value (a dict for several metrics)."""
+        if self._best is None or self._objectives is None:
             return None
-        score, text = self._best
-        return self.space.from_string(text), self._unscore(score)
+        _, text, values = self._best
+        metrics = self._objectives.metrics
+        value: Any = values[0] if len(metrics) == 1 else dict(zip(metrics, values))
+        return self.space.from_string(text), value
+
+    @property
+    def objectives(self) -> Objectives:
+        """The metrics, modes, constraints and scalarisation in force."""
+        self._require_ready()
+        assert self._objectives is not None
+        return self._objectives
 
     @property
     def num_suggested(self) -> int:
@@ -267,51 +306,40 @@ class NASSearch(Searcher):
 
     # ---------------------------------------------------------------- internal
     def _require_ready(self) -> None:
-        for what, value in (("metric", self._metric), ("mode", self._mode)):
-            if value is None:
-                raise RuntimeError(_NOT_READY.format(cls=type(self).__name__, what=what))
+        if self._objectives is None:
+            what = "metric" if self._metric is None else "mode"
+            raise RuntimeError(_NOT_READY.format(cls=type(self).__name__, what=what))
 
-    def _score(
+    def _set_objectives(self, metric: Any, mode: Any) -> None:
+        if metric is None or mode is None:
+            self._metric, self._mode = metric, mode
+            return
+        self._objectives = Objectives.build(metric, mode, **self._objective_options)
+        self._metric, self._mode = metric, mode
+
+    def _outcome(
         self, result: Mapping[str, Any] | None, error: bool, trial_id: str
-    ) -> float | None:
-        reason = None
-        value: Any = None
-        metric = str(self._metric)
-        if error:
-            reason = "errored"
-        elif not result or metric not in result:
-            reason = f"reported no {metric!r}"
-        else:
-            value = result[metric]
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                reason = f"reported non-numeric {self._metric}={value!r}"
-            else:
-                if not math.isfinite(value):
-                    reason = f"reported {self._metric}={value}"
-        if reason is not None:
+    ) -> Outcome | None:
+        assert self._objectives is not None
+        outcome = "errored" if error else self._objectives.read(result)
+        if isinstance(outcome, str):
             log = logger.debug if self._warned_invalid else logger.warning
-            log("%s: trial %s %s; counted as failed", self, trial_id, reason)
+            log("%s: trial %s %s; counted as failed", self, trial_id, outcome)
             self._warned_invalid = True
             return None
-        score = float(value)
-        return score if self._mode == "max" else -score
-
-    def _unscore(self, score: float) -> float:
-        return score if self._mode == "max" else -score
+        return outcome
 
     def _record(
         self, arch: Arch, result: Mapping[str, Any] | None, error: bool, trial_id: str
     ) -> None:
-        score = self._score(result, error, trial_id)
-        if score is None:
+        outcome = self._outcome(result, error, trial_id)
+        if outcome is None:
             self._failed += 1
         else:
             self._completed += 1
-            if self._best is None or score > self._best[0]:
-                self._best = (score, self.space.to_string(arch))
-        self._observe(arch, score)
+            if self._best is None or outcome.scalar > self._best[0]:
+                self._best = (outcome.scalar, self.space.to_string(arch), list(outcome.values))
+        self._observe_outcome(arch, outcome)
 
     def _next_unseen(self) -> Any:
         for _ in range(_PROPOSE_TRIES):
@@ -337,6 +365,12 @@ class NASSearch(Searcher):
 _WAIT = object()
 
 
-def _check_mode(mode: str | None) -> None:
-    if mode is not None and mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+def _normalise(metric: Any, mode: Any) -> tuple[Any, Any]:
+    """Lists of one become plain strings, so Tune sees the usual single-objective form."""
+    if isinstance(metric, (list, tuple)):
+        metric = metric[0] if len(metric) == 1 else list(metric)
+    if isinstance(mode, (list, tuple)):
+        mode = mode[0] if len(mode) == 1 else list(mode)
+    if isinstance(metric, list) and isinstance(mode, str):
+        mode = [mode] * len(metric)
+    return metric, mode

@@ -77,8 +77,8 @@ class RegularizedEvolutionSearch(NASSearch):
 
     @property
     def population(self) -> list[tuple[Arch, float]]:
-        """Current members, oldest first, with their metric values."""
-        return [(self.space.from_string(t), self._unscore(s)) for t, s in self._population]
+        """Current members, oldest first, with their scores (higher is better)."""
+        return [(self.space.from_string(t), s) for t, s in self._population]
 
     def _get_state(self) -> dict[str, Any]:
         return {
