@@ -72,10 +72,15 @@ def drive(
     *,
     concurrency: int = 1,
     score: Callable[[Arch], float] | None = None,
+    result: Callable[[Arch], dict[str, float]] | None = None,
     prefix: str = "t",
 ) -> list[Arch]:
-    """Run ``n`` suggestions with up to ``concurrency`` pending; complete oldest first."""
-    score = score or objective(space)
+    """Run ``n`` suggestions with up to ``concurrency`` pending; complete oldest first.
+
+    Each trial reports ``{METRIC: score(arch)}``, or ``result(arch)`` when given.
+    """
+    f = score or objective(space)
+    report = result or (lambda arch: {METRIC: f(arch)})
     archs: list[Arch] = []
     pending: list[tuple[str, Arch]] = []
     count = 0
@@ -95,9 +100,9 @@ def drive(
         if not pending:
             raise AssertionError("searcher waits although no trial is pending")
         trial_id, arch = pending.pop(0)
-        searcher.on_trial_complete(trial_id, {METRIC: score(arch)})
+        searcher.on_trial_complete(trial_id, report(arch))
     for trial_id, arch in pending:
-        searcher.on_trial_complete(trial_id, {METRIC: score(arch)})
+        searcher.on_trial_complete(trial_id, report(arch))
     return archs
 
 
@@ -223,6 +228,21 @@ class SearcherConformance:
         assert limited.suggest("c2") is None
         limited.on_trial_complete("c0", {METRIC: 1.0})
         assert isinstance(limited.suggest("c2"), dict)
+
+    def test_accepts_several_metrics_and_constraints(self) -> None:
+        space = create_space(self.space_name)
+        f = objective(space)
+
+        def result(arch: Arch) -> dict[str, float]:
+            return {METRIC: f(arch), "cost": float(space.encode(arch).sum())}
+
+        searcher = self._make(
+            space, metric=[METRIC, "cost"], mode=["max", "min"], constraints=["cost <= 14"]
+        )
+        archs = drive(searcher, space, 40, concurrency=2, result=result)
+        assert len(archs) == 40
+        best = searcher.best
+        assert best is not None and set(best[1]) == {METRIC, "cost"}
 
     def test_add_evaluated_point(self) -> None:
         space = create_space(self.space_name)
