@@ -1,0 +1,164 @@
+"""SupernetEvaluator: architectures scored with weights inherited from a shared supernet."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raynas.evaluators import Evaluator, Report
+from spaces import Arch, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+LogMetrics = Callable[[dict[str, float], int], None]
+_OWN_OPTIONS = ("checkpoint_path", "num_threads", "primary")
+
+
+def _trainer_parameters() -> set[str]:
+    from raynas.supernet.trainer import SupernetTrainer
+
+    params = inspect.signature(SupernetTrainer.__init__).parameters
+    return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
+
+
+class SupernetEvaluator(Evaluator):
+    """Evaluate paths of a supernet trained once before the search (SPOS / GreedyNAS).
+
+    ``setup`` (driver side) starts ``replicas`` ``SupernetHost`` actors named
+    ``f"{host_name}-{i}"``, pretrains replica 0 for ``train_steps`` steps in chunks of
+    ``chunk_steps``, checkpoints it and syncs the other replicas from that file.
+    ``evaluate`` (worker side) finds a host by name, lazily, and asks it for the arch's
+    validation accuracy after BN recalibration: a lookup of about a millisecond plus the
+    evaluation itself, no training per trial. Only names and options are pickled.
+
+    Example:
+        >>> from spaces import create_space
+        >>> space = create_space("nb201", channels=8, cells_per_stage=1, resolution=8)
+        >>> ev = SupernetEvaluator(space, train_steps=100, num_cpus=1)
+        >>> ev.setup()  # doctest: +SKIP
+        >>> ev.evaluate(space.sample(np.random.default_rng(0)))["val_acc"]  # doctest: +SKIP
+        >>> ev.teardown()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        host_name: str | None = None,
+        replicas: int = 1,
+        train_steps: int = 0,
+        method: str = "spos",
+        dataset: Any = "digits",
+        namespace: str | None = None,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        num_threads: int | None = None,
+        chunk_steps: int = 50,
+        detached: bool = False,
+        **trainer_options: Any,
+    ) -> None:
+        if not hasattr(space, "build_supernet"):
+            raise ValueError(f"space {space.name!r} has no supernet (build_supernet)")
+        for label, value, low in (("replicas", replicas, 1), ("train_steps", train_steps, 0),
+                                  ("chunk_steps", chunk_steps, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+        unknown = set(trainer_options) - (_trainer_parameters() - set(_OWN_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown supernet option(s) {', '.join(sorted(unknown))}; trainer options: "
+                f"{', '.join(sorted(_trainer_parameters() - set(_OWN_OPTIONS)))}"
+            )
+        from raynas.data import resolve_spec
+        from raynas.supernet.trainer import METHODS
+
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.space = space
+        # A fresh name per evaluator, i.e. per search, unless given.
+        self.host_name = host_name or f"raynas-supernet-{uuid.uuid4().hex[:10]}"
+        self.replicas, self.train_steps, self.chunk_steps = replicas, train_steps, chunk_steps
+        self.method, self.namespace, self.detached = method, namespace, detached
+        self.num_cpus, self.num_gpus, self.num_threads = num_cpus, num_gpus, num_threads
+        self.dataset = resolve_spec(dataset)  # absolute paths, checked on the driver
+        self.trainer_options = dict(trainer_options)
+        self.checkpoint_path: str | None = None
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Validation accuracy (%) and loss, and the supernet step the weights are from."""
+        return ("val_acc", "val_loss", "supernet_step")
+
+    @property
+    def default_metric(self) -> tuple[str, str]:
+        """``("val_acc", "max")``."""
+        return "val_acc", "max"
+
+    def setup(
+        self, *, log_metrics: LogMetrics | None = None, checkpoint_dir: str | None = None
+    ) -> None:
+        """Start the hosts, pretrain, checkpoint and sync replicas (driver, before the search).
+
+        ``log_metrics({"supernet/loss": ..., "supernet/acc": ...}, step)`` is called per
+        step. Without ``checkpoint_dir`` the checkpoint goes to a new temporary folder.
+        """
+        from raynas.supernet.host import start_hosts, sync_replicas
+
+        folder = Path(checkpoint_dir or tempfile.mkdtemp(prefix="raynas-supernet-"))
+        self.checkpoint_path = str((folder / f"{self.host_name}.pt").absolute())
+        hosts = start_hosts(
+            self.host_name, space=self.space, replicas=self.replicas,
+            namespace=self.namespace, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
+            detached=self.detached, checkpoint_path=self.checkpoint_path,
+            num_threads=self.num_threads, method=self.method, dataset=self.dataset,
+            **self.trainer_options,
+        )
+        import ray
+
+        primary = hosts[0]
+        done = ray.get(primary.ready.remote())["steps"]  # a restored host keeps its steps
+        while done < self.train_steps:
+            chunk = min(self.chunk_steps, self.train_steps - done)
+            records = ray.get(primary.train.remote(chunk))
+            for record in records:
+                if log_metrics is not None:
+                    log_metrics({"supernet/loss": record["loss"], "supernet/acc": record["acc"]},
+                                int(record["step"]))
+            done = int(records[-1]["step"])
+            logger.info("supernet %s: step %d/%d, loss %.4f", self.host_name, done,
+                        self.train_steps, records[-1]["loss"])
+        sync_replicas(self.host_name, replicas=self.replicas, namespace=self.namespace)
+
+    def teardown(self) -> None:
+        """Kill the hosts (no restart); the checkpoint file stays."""
+        from raynas.supernet.host import stop_hosts
+
+        stop_hosts(self.host_name, self.replicas, self.namespace)
+
+    def host(self) -> Any:
+        """The handle of this process's replica (looked up by name, cached per process)."""
+        from raynas.supernet.host import get_host
+
+        try:
+            return get_host(self.host_name, replicas=self.replicas, namespace=self.namespace)
+        except ValueError as exc:
+            raise RuntimeError(f"{exc}; call SupernetEvaluator.setup() first") from None
+
+    def evaluate(self, arch: Arch, *, report: Report | None = None) -> dict[str, float]:
+        """``val_acc``, ``val_loss``, ``supernet_step`` from a host; ``report`` is not called."""
+        import ray
+
+        from raynas.supernet.host import forget_host
+
+        text = self.space.to_string(arch)
+        try:
+            return dict(ray.get(self.host().evaluate.remote(text)))
+        except ray.exceptions.RayActorError:
+            # A cached handle of a host that was stopped and started again: look it up anew.
+            forget_host(self.host_name, namespace=self.namespace)
+            return dict(ray.get(self.host().evaluate.remote(text)))

@@ -1,0 +1,319 @@
+"""The SupernetHost Ray actor: one supernet and its data in one process, found by name."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from raynas.supernet.trainer import SupernetTrainer
+    from spaces import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+# Retries of a call whose actor died mid-call (not of calls that raised): bounded, then raise.
+MAX_TASK_RETRIES = 3
+
+# Per-process caches: handles by (namespace, name, replica), replica counts by (namespace, name).
+_HANDLES: dict[tuple[str | None, str, int], ActorHandle] = {}
+_COUNTS: dict[tuple[str | None, str], int] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def replica_name(name: str, replica: int) -> str:
+    """The Ray actor name of one replica: ``f"{name}-{replica}"``."""
+    return f"{name}-{replica}"
+
+
+def _default_threads() -> int:
+    """The CPUs Ray assigned to this actor (at least 1); torch's default outside Ray."""
+    import torch
+
+    if ray.is_initialized():
+        try:
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+        except Exception:  # not inside a worker
+            cpus = 0.0
+        if cpus:
+            return max(1, round(cpus))
+    return torch.get_num_threads()
+
+
+class SupernetHostImpl:
+    """Holds one ``SupernetTrainer``; the body of the ``SupernetHost`` actor.
+
+    On construction it loads ``checkpoint_path`` if the file exists, so an actor that Ray
+    restarts after a crash or ``ray.kill(handle, no_restart=False)`` comes back with the
+    last checkpoint's weights, step count and candidate pool. A non-primary replica
+    (``primary=False``) serves evaluations only: it refuses ``train`` and never writes the
+    shared checkpoint file, from which it reloads when restarted.
+
+    Concurrency: ``evaluate`` resets, recalibrates and restores the path's batch-norm
+    statistics in the one shared supernet, and ``train`` changes the weights, so no two
+    calls may overlap. The actor is created with Ray's default ``max_concurrency=1``
+    (Ray runs its calls one at a time, in order per caller), and every method also holds
+    ``self._lock``, so even an actor started with ``max_concurrency > 1`` (or this class
+    used from threads) runs one call at a time. Calls from many trials therefore queue;
+    parallel evaluation comes from replicas, each with its own supernet copy.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace | Mapping[str, Any],
+        *,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        num_threads: int | None = None,
+        primary: bool = True,
+        **trainer_options: Any,
+    ) -> None:
+        import torch
+
+        from raynas.supernet.trainer import SupernetTrainer
+
+        self._lock = threading.Lock()
+        self.primary = primary
+        self.threads = num_threads or _default_threads()
+        # Ray sets OMP_NUM_THREADS=1 in workers; use the CPUs this actor was given.
+        torch.set_num_threads(self.threads)
+        self.trainer: SupernetTrainer = SupernetTrainer(
+            space, checkpoint_path=checkpoint_path, **trainer_options
+        )
+        self.restored = False
+        if checkpoint_path is not None and Path(checkpoint_path).is_file():
+            self.trainer.load(checkpoint_path)
+            self.restored = True
+            logger.info("supernet host restored step %d from %s", self.trainer.step,
+                        checkpoint_path)
+
+    def ready(self) -> dict[str, Any]:
+        """Cheap ping: step, whether it started from a checkpoint, pid."""
+        return {"steps": self.trainer.step, "restored": self.restored, "pid": os.getpid(),
+                "primary": self.primary}
+
+    def train(self, steps: int, *, checkpoint: bool = True) -> list[dict[str, float]]:
+        """Train ``steps`` steps; then save to ``checkpoint_path`` (if set and ``checkpoint``)."""
+        if not self.primary:
+            raise RuntimeError(
+                "this replica serves evaluations only: train replica 0, then sync_replicas"
+            )
+        with self._lock:
+            records = self.trainer.train(steps)
+            if checkpoint and self.trainer.checkpoint_path is not None:
+                self.trainer.save()
+            return records
+
+    def evaluate(self, arch: str, *, use_cache: bool = True) -> dict[str, float]:
+        """``val_acc`` (%), ``val_loss`` and ``supernet_step`` of one arch string."""
+        with self._lock:
+            return self.trainer.evaluate(arch, use_cache=use_cache)
+
+    def evaluate_many(
+        self, archs: Sequence[str], *, use_cache: bool = True
+    ) -> list[dict[str, float]]:
+        """``evaluate`` of each arch string, in one call."""
+        with self._lock:
+            return self.trainer.evaluate_many(archs, use_cache=use_cache)
+
+    def candidate_pool(self, k: int | None = None) -> list[tuple[str, float]]:
+        """The ``k`` best pool entries ``(arch_string, loss)``, best first."""
+        with self._lock:
+            return self.trainer.candidate_pool(k)
+
+    def checkpoint(self, path: str | None = None) -> str:
+        """Save the state (to ``checkpoint_path`` if ``path`` is None); return the file."""
+        if path is None and not self.primary:
+            raise RuntimeError("a non-primary replica writes checkpoints only to a given path")
+        with self._lock:
+            return self.trainer.save(path)
+
+    def load(self, path: str | None = None) -> dict[str, Any]:
+        """Load a checkpoint file (default ``checkpoint_path``); return ``stats()``."""
+        with self._lock:
+            self.trainer.load(path)
+            return self._stats()
+
+    def stats(self) -> dict[str, Any]:
+        """Trainer counters plus whether this process restored a checkpoint or was restarted."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, Any]:
+        out = self.trainer.stats()
+        out.update(restored=self.restored, primary=self.primary, pid=os.getpid())
+        if ray.is_initialized():
+            try:
+                with warnings.catch_warnings():  # the property reads a deprecated actor_id
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    context = ray.get_runtime_context()
+                    out["reconstructed"] = context.was_current_actor_reconstructed
+            except Exception:  # used outside an actor
+                pass
+        return out
+
+
+# Restart on death; retry calls in flight (bounded). max_concurrency stays 1 (see the class).
+SupernetHost = ray.remote(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES)(SupernetHostImpl)
+
+
+# --------------------------------------------------------------------------- helpers
+def start_hosts(
+    name: str,
+    *,
+    space: SearchSpace | Mapping[str, Any],
+    replicas: int = 1,
+    namespace: str | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
+    detached: bool = False,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    wait: bool = True,
+    **trainer_options: Any,
+) -> list[ActorHandle]:
+    """Start (or find) named hosts ``f"{name}-{i}"``, ``i < replicas``; replica 0 is primary.
+
+    All replicas share ``checkpoint_path`` (a file on a filesystem every node sees): the
+    primary writes it, the others load it when (re)started and on ``sync_replicas``. With
+    ``get_if_exists`` a host already running under the name is returned as it is. With
+    ``wait`` the call returns once every host has finished loading (errors raise here).
+    """
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
+    if replicas > 1 and checkpoint_path is None:
+        raise ValueError("replicas > 1 share weights through a file: give checkpoint_path")
+    path = None if checkpoint_path is None else str(Path(checkpoint_path).expanduser().absolute())
+    handles = []
+    for i in range(replicas):
+        options: dict[str, Any] = {
+            "name": replica_name(name, i), "get_if_exists": True, "num_cpus": num_cpus,
+            "num_gpus": num_gpus, "lifetime": "detached" if detached else None,
+        }
+        if namespace is not None:
+            options["namespace"] = namespace
+        handle = SupernetHost.options(**options).remote(  # type: ignore[attr-defined]
+            space, checkpoint_path=path, primary=i == 0, **trainer_options
+        )
+        handles.append(handle)
+        with _CACHE_LOCK:
+            _HANDLES[(namespace, name, i)] = handle
+    with _CACHE_LOCK:
+        _COUNTS[(namespace, name)] = replicas
+    if wait:
+        ray.get([h.ready.remote() for h in handles])
+    return handles
+
+
+def _lookup(name: str, replica: int, namespace: str | None) -> ActorHandle:
+    key = (namespace, name, replica)
+    with _CACHE_LOCK:
+        if key in _HANDLES:
+            return _HANDLES[key]
+    try:
+        handle = ray.get_actor(replica_name(name, replica), namespace=namespace)
+    except ValueError:
+        raise ValueError(
+            f"no supernet host {replica_name(name, replica)!r} in namespace "
+            f"{namespace or ray.get_runtime_context().namespace!r}; start it with start_hosts"
+        ) from None
+    with _CACHE_LOCK:
+        _HANDLES[key] = handle
+    return handle
+
+
+def count_replicas(name: str, *, namespace: str | None = None) -> int:
+    """Number of live replicas ``f"{name}-0"``, ``f"{name}-1"``, ... (cached per process)."""
+    with _CACHE_LOCK:
+        if (namespace, name) in _COUNTS:
+            return _COUNTS[(namespace, name)]
+    n = 0
+    while True:
+        try:
+            _lookup(name, n, namespace)
+        except ValueError:
+            break
+        n += 1
+    if n:
+        with _CACHE_LOCK:
+            _COUNTS[(namespace, name)] = n
+    return n
+
+
+def pick_replica(replicas: int) -> int:
+    """Replica for the calling process: a stable hash of its Ray worker id, mod ``replicas``.
+
+    Each Tune trial actor (one worker process, reused across trials) sticks to one replica,
+    and workers spread evenly over replicas. Node locality is not considered.
+    """
+    if replicas <= 1:
+        return 0
+    worker = ray.get_runtime_context().get_worker_id() if ray.is_initialized() else ""
+    worker = worker or str(os.getpid())
+    return int(hashlib.sha1(worker.encode()).hexdigest(), 16) % replicas
+
+
+def get_host(
+    name: str,
+    *,
+    replica: int | None = None,
+    replicas: int | None = None,
+    namespace: str | None = None,
+) -> ActorHandle:
+    """The handle of a running host, from any process of the cluster (``ray.get_actor``).
+
+    Without ``replica``, ``pick_replica`` chooses among ``replicas`` (counted by name if
+    None). Raises ``ValueError`` if no such host runs.
+    """
+    if replica is None:
+        n = replicas if replicas is not None else count_replicas(name, namespace=namespace)
+        if n < 1:
+            raise ValueError(f"no supernet host named {name!r}-<i>; start it with start_hosts")
+        replica = pick_replica(n)
+    return _lookup(name, replica, namespace)
+
+
+def forget_host(name: str, *, namespace: str | None = None) -> None:
+    """Drop this process's cached handles of ``name`` (after a host was stopped)."""
+    with _CACHE_LOCK:
+        for key in [k for k in _HANDLES if k[:2] == (namespace, name)]:
+            del _HANDLES[key]
+        _COUNTS.pop((namespace, name), None)
+
+
+def sync_replicas(
+    name: str,
+    *,
+    replicas: int | None = None,
+    namespace: str | None = None,
+    path: str | None = None,
+) -> str:
+    """Checkpoint replica 0 (to ``path`` or its own file) and make the others load it."""
+    n = replicas if replicas is not None else count_replicas(name, namespace=namespace)
+    primary = get_host(name, replica=0, namespace=namespace)
+    written = ray.get(primary.checkpoint.remote(path))
+    others = [get_host(name, replica=i, namespace=namespace) for i in range(1, n)]
+    ray.get([h.load.remote(written) for h in others])
+    return str(written)
+
+
+def stop_hosts(name: str, replicas: int | None = None, namespace: str | None = None) -> int:
+    """Kill the hosts for good (no restart); return how many were found."""
+    n = replicas if replicas is not None else count_replicas(name, namespace=namespace)
+    stopped = 0
+    for i in range(n):
+        try:
+            handle = ray.get_actor(replica_name(name, i), namespace=namespace)
+        except ValueError:
+            continue
+        ray.kill(handle, no_restart=True)
+        stopped += 1
+    forget_host(name, namespace=namespace)
+    return stopped
