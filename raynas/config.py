@@ -56,8 +56,9 @@ class ExperimentConfig:
     evaluator: Component
     budget: Budget = Budget()
     seed: int = 0
-    metric: str | None = None
-    mode: str = "max"
+    metric: str | tuple[str, ...] | None = None
+    mode: str | tuple[str, ...] = "max"
+    constraints: tuple[str, ...] = ()
     tracking: Tracking = Tracking()
     output_dir: str = "raynas_results"
 
@@ -95,6 +96,7 @@ _TOP_LEVEL = {
     "seed",
     "metric",
     "mode",
+    "constraints",
     "tracking",
     "output_dir",
 }
@@ -150,6 +152,32 @@ def _mapping(raw: Any, field_name: str, known: set[str]) -> Mapping[str, Any]:
     return raw
 
 
+def _objectives(metric: Any, mode: Any) -> tuple[Any, Any]:
+    """Validate ``metric`` (a name or list of names) and ``mode`` (one per metric)."""
+    if isinstance(metric, list):
+        if not metric or not all(isinstance(m, str) and m for m in metric):
+            raise ConfigError(f"config field 'metric' must list metric names, got {metric!r}")
+        metric = tuple(metric) if len(metric) > 1 else metric[0]
+    elif metric is not None and (not isinstance(metric, str) or not metric):
+        raise ConfigError(f"config field 'metric' must be a metric name, got {metric!r}")
+    modes = tuple(mode) if isinstance(mode, list) else (mode,)
+    for m in modes:
+        if m not in ("min", "max"):
+            raise ConfigError(f"config field 'mode' must be 'min' or 'max', got {m!r}")
+    if isinstance(metric, tuple):
+        if len(modes) == 1:
+            modes = modes * len(metric)
+        if len(modes) != len(metric):
+            raise ConfigError(
+                f"config field 'mode' needs one mode per metric: {len(metric)} metrics, "
+                f"{len(modes)} modes"
+            )
+        return metric, modes
+    if len(modes) != 1:
+        raise ConfigError(f"config field 'mode' has {len(modes)} modes for one metric")
+    return metric, modes[0]
+
+
 def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
     """Validate a parsed YAML mapping into an ``ExperimentConfig``."""
     if not isinstance(raw, Mapping):
@@ -177,12 +205,23 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
     experiment = t.get("experiment", Tracking.experiment)
     if not isinstance(experiment, str) or not experiment:
         raise ConfigError(f"config field 'tracking.experiment' must be a name, got {experiment!r}")
-    mode = raw.get("mode", "max")
-    if mode not in ("min", "max"):
-        raise ConfigError(f"config field 'mode' must be 'min' or 'max', got {mode!r}")
-    metric = raw.get("metric")
-    if metric is not None and (not isinstance(metric, str) or not metric):
-        raise ConfigError(f"config field 'metric' must be a metric name, got {metric!r}")
+    metric, mode = _objectives(raw.get("metric"), raw.get("mode", "max"))
+    constraints = raw.get("constraints") or ()
+    if isinstance(constraints, str):
+        constraints = (constraints,)
+    if not isinstance(constraints, (list, tuple)) or not all(
+        isinstance(c, str) for c in constraints
+    ):
+        raise ConfigError(
+            "config field 'constraints' must be a list of strings like 'latency_pixel3 <= 5', "
+            f"got {constraints!r}"
+        )
+    try:
+        from searchers.objectives import parse_constraint
+
+        constraints = tuple(str(parse_constraint(c)) for c in constraints)
+    except ValueError as exc:
+        raise ConfigError(f"config field 'constraints': {exc}") from None
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name:
         raise ConfigError(f"config field 'name' must be a non-empty string, got {name!r}")
@@ -198,6 +237,7 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
         seed=_int(raw, "seed", 0, "", 0),
         metric=metric,
         mode=mode,
+        constraints=constraints,
         tracking=Tracking(uri=uri, experiment=experiment),
         output_dir=output_dir,
     )

@@ -22,6 +22,7 @@ from raynas.evaluators import Evaluator, create_evaluator
 from raynas.progress import ProgressPrinter
 from raynas.tracking import TAG_SEARCHER, TAG_SPACE, Tracker, TrialLogger, flatten
 from searchers import NASSearch, create_searcher
+from searchers.objectives import Objectives
 from spaces import SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
@@ -70,25 +71,38 @@ def build_components(cfg: ExperimentConfig) -> Components:
         evaluator = create_evaluator(cfg.evaluator.name, space, **cfg.evaluator.options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config field 'evaluator': {exc}") from None
-    metric = cfg.metric or evaluator.default_metric[0]
-    mode = cfg.mode if cfg.metric else evaluator.default_metric[1]
-    if metric not in evaluator.metrics:
-        raise ConfigError(
-            f"config field 'metric' is {metric!r}, which evaluator {cfg.evaluator.name!r} does "
-            f"not report; it reports: {', '.join(evaluator.metrics)}"
-        )
-    if metric.startswith("test_"):
-        raise ConfigError(
-            f"config field 'metric' is {metric!r}: test metrics are for reporting only; "
-            "search on a validation metric"
-        )
-    options = {"metric": metric, "mode": mode, "seed": cfg.seed, **cfg.searcher.options}
+    metric: Any = cfg.metric or evaluator.default_metric[0]
+    mode: Any = cfg.mode if cfg.metric else evaluator.default_metric[1]
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    constrained = [c.split()[0] for c in cfg.constraints]
+    for field_name, names in (("metric", metrics), ("constraints", constrained)):
+        for name in names:
+            if name not in evaluator.metrics:
+                raise ConfigError(
+                    f"config field '{field_name}' names {name!r}, which evaluator "
+                    f"{cfg.evaluator.name!r} does not report; it reports: "
+                    f"{', '.join(evaluator.metrics)}"
+                )
+            if name.startswith("test_"):
+                raise ConfigError(
+                    f"config field '{field_name}' names {name!r}: test metrics are for "
+                    "reporting only; search on a validation metric"
+                )
+    options = {
+        "metric": metric if isinstance(metric, str) else list(metric),
+        "mode": mode if isinstance(mode, str) else list(mode),
+        "seed": cfg.seed,
+        **({"constraints": list(cfg.constraints)} if cfg.constraints else {}),
+        **cfg.searcher.options,
+    }
     options.setdefault("max_trials", cfg.budget.trials)
     try:
         searcher = create_searcher(cfg.searcher.name, space, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config field 'searcher': {exc}") from None
-    return Components(space, searcher, evaluator, metric, mode)
+    # Tune's own metric (schedulers, progress) is the first objective.
+    first_mode = mode if isinstance(mode, str) else mode[0]
+    return Components(space, searcher, evaluator, metrics[0], first_mode)
 
 
 def evaluate_trial(config: dict[str, Any], *, space: SearchSpace, evaluator: Evaluator) -> None:
@@ -164,13 +178,16 @@ def write_trials(rows: list[dict[str, Any]], path: Path) -> None:
     pq.write_table(table, path)
 
 
-def best_row(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
-    """The OK row with the best ``metric``."""
-    ok = [r for r in rows if r["status"] == "OK"]
-    if not ok:
+def best_row(rows: list[dict[str, Any]], objectives: Objectives) -> dict[str, Any] | None:
+    """The OK row with the best scalar score (the objective itself for one metric)."""
+    scored = []
+    for row in rows:
+        outcome = objectives.read(row) if row["status"] == "OK" else None
+        if outcome is not None and not isinstance(outcome, str):
+            scored.append((outcome.scalar, row))
+    if not scored:
         return None
-    sign = 1.0 if mode == "max" else -1.0
-    return max(ok, key=lambda r: sign * r[metric])
+    return max(scored, key=lambda pair: pair[0])[1]
 
 
 def run_search(
@@ -249,7 +266,7 @@ def run_search(
         state_path = out_dir / STATE_FILE
         comps.searcher.save(str(state_path))
         tracker.log_file(parent, state_path)
-        best = best_row(rows, comps.metric, comps.mode)
+        best = best_row(rows, comps.searcher.objectives)
         failed = sum(r["status"] != "OK" for r in rows)
         summary = {"num_trials": len(rows), "num_failed": failed, "wall_time_s": wall}
         if best is not None:
