@@ -14,6 +14,7 @@ from raynas import __version__
 logger = logging.getLogger(__name__)
 
 DEMO_CONFIG = "demo.yaml"
+DEMO_TRAINING_CONFIG = "demo_training.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir", default="raynas_demo", help="folder for mlflow.db and results"
     )
     demo.add_argument("--trials", type=int, help="override the demo's number of trials")
+    demo.add_argument(
+        "--training",
+        action="store_true",
+        help="train every architecture stand-alone instead of scoring it on a shared supernet",
+    )
     _common_run_options(demo)
 
     sub.add_parser("spaces", help="list the available search spaces")
@@ -63,7 +69,8 @@ def _load_demo(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     from raynas.config import ConfigError, parse_config
 
-    raw = yaml.safe_load(resources.files("raynas.configs").joinpath(DEMO_CONFIG).read_text())
+    name = DEMO_TRAINING_CONFIG if args.training else DEMO_CONFIG
+    raw = yaml.safe_load(resources.files("raynas.configs").joinpath(name).read_text())
     out = Path(args.output_dir).resolve()
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {args.trials}")

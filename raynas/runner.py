@@ -221,10 +221,17 @@ def run_search(
     status = "FAILED"
     t0 = time.monotonic()
     try:
-        comps.evaluator.setup(
-            log_metrics=lambda metrics, step: tracker.log_metrics(parent, metrics, step=step),
-            checkpoint_dir=str(out_dir),
-        )
+        prep = time.monotonic()
+
+        def log_setup(metrics: dict[str, float], step: int) -> None:
+            tracker.log_metrics(parent, metrics, step=step)
+            if step % 100 == 0:
+                shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+                echo(f"raynas: {cfg.evaluator.name} setup step {step}: {shown}")
+
+        comps.evaluator.setup(log_metrics=log_setup, checkpoint_dir=str(out_dir))
+        if comps.evaluator.artifacts():
+            echo(f"raynas: {cfg.evaluator.name} evaluator ready in {time.monotonic() - prep:.1f}s")
         for path in comps.evaluator.artifacts():
             tracker.log_file(parent, path)
         trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name)

@@ -134,6 +134,10 @@ class SupernetEvaluator(Evaluator):
                         self.train_steps, records[-1]["loss"])
         sync_replicas(self.host_name, replicas=self.replicas, namespace=self.namespace)
 
+    def artifacts(self) -> list[str]:
+        """The trained supernet's checkpoint, logged to the search's MLflow run."""
+        return [self.checkpoint_path] if self.checkpoint_path else []
+
     def teardown(self) -> None:
         """Kill the hosts (no restart); the checkpoint file stays."""
         from raynas.supernet.host import stop_hosts

@@ -129,3 +129,44 @@ def test_list_commands(capsys) -> None:
     assert main(["searchers"]) == 0
     out = capsys.readouterr().out.split()
     assert {"nb201", "mobilenet", "random", "regularized_evolution"} <= set(out)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_run_supernet_search_end_to_end(tmp_path, ray_session, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {
+        "name": "sn",
+        "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "resolution": 8},
+        "searcher": {"name": "regularized_evolution", "population_size": 4},
+        "evaluator": {"name": "supernet", "train_steps": 120, "num_threads": 1},
+        "budget": {"trials": 12, "concurrency": 2, "cpus_per_trial": 0.5},
+        "tracking": {"uri": uri},
+        "output_dir": str(tmp_path / "out"),
+    }
+    assert main(["run", str(_write(tmp_path, config))]) == 0
+    assert "setup step 100" in capsys.readouterr().out
+    children = _check_recorded(uri, 12, {"val_acc", "val_loss"})
+    client = MlflowClient(uri)
+    parent_id = children[0].data.tags["mlflow.parentRunId"]
+    history = client.get_metric_history(parent_id, "supernet/loss")
+    assert [m.step for m in history] == list(range(1, 121))
+    artifacts = [a.path for a in client.list_artifacts(parent_id)]
+    assert any(path.endswith(".pt") for path in artifacts)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_bundled_demo_configs_build(tmp_path, training) -> None:
+    import argparse
+
+    from raynas.cli import _load_demo
+    from raynas.runner import build_components
+
+    args = argparse.Namespace(output_dir=str(tmp_path), trials=None, training=training,
+                              tracking_uri=None)
+    cfg = _load_demo(args)
+    comps = build_components(cfg)
+    assert comps.metric == "val_acc"
+    expected = "TrainingEvaluator" if training else "SupernetEvaluator"
+    assert type(comps.evaluator).__name__ == expected
+    assert cfg.tracking.uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
