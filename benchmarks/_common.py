@@ -86,3 +86,18 @@ def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> Non
     print("-" * len(line))
     for row in text:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def merge_results(path: Path, figures: Mapping[str, float | int], *, machine: str) -> None:
+    """``write_results`` into ``path`` keeping the figures already there under other names.
+
+    Several scripts share one results file; each replaces its own keys and ``machine``.
+    """
+    old: dict[str, float | int] = {}
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text())
+        except ValueError as exc:
+            raise SystemExit(f"error: {path} is not valid JSON ({exc}); move it away") from None
+        old = {k: v for k, v in loaded.items() if k != "machine"}
+    write_results(path, {**old, **figures}, machine=machine)

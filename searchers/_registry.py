@@ -16,6 +16,10 @@ logger = logging.getLogger(__name__)
 SEARCHER_IMPORT: dict[str, str] = {
     "random": "searchers.random_search:RandomSearch",
     "regularized_evolution": "searchers.regularized_evolution:RegularizedEvolutionSearch",
+    "reinforce": "searchers.reinforce:ReinforceSearch",
+    "greedynas": "searchers.greedynas:GreedyNASSearch",
+    "nsga2": "searchers.nsga2:NSGA2Search",
+    "genetic": "searchers.genetic:GeneticSearch",
 }
 ALIASES: dict[str, str] = {"rea": "regularized_evolution", "evolution": "regularized_evolution"}
 ENTRY_POINT_GROUP = "raynas.searchers"
