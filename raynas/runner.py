@@ -21,7 +21,7 @@ from raynas.config import ConfigError, ExperimentConfig
 from raynas.evaluators import Evaluator, create_evaluator
 from raynas.progress import ProgressPrinter
 from raynas.tracking import TAG_SEARCHER, TAG_SPACE, Tracker, TrialLogger, flatten
-from searchers import NASSearch, create_searcher
+from searchers import NASSearch, create_searcher, get_searcher_class
 from searchers.objectives import Objectives
 from spaces import SearchSpace, create_space
 
@@ -96,6 +96,10 @@ def build_components(cfg: ExperimentConfig) -> Components:
         **cfg.searcher.options,
     }
     options.setdefault("max_trials", cfg.budget.trials)
+    source = getattr(evaluator, "candidate_source", None)
+    if source is not None and "candidate_source" in _keyword_options(cfg.searcher.name):
+        # GreedyNAS-style searchers seed their population from the supernet's candidate pool.
+        options.setdefault("candidate_source", source())
     try:
         searcher = create_searcher(cfg.searcher.name, space, **options)
     except (TypeError, ValueError) as exc:
@@ -103,6 +107,17 @@ def build_components(cfg: ExperimentConfig) -> Components:
     # Tune's own metric (schedulers, progress) is the first objective.
     first_mode = mode if isinstance(mode, str) else mode[0]
     return Components(space, searcher, evaluator, metrics[0], first_mode)
+
+
+def _keyword_options(searcher: str) -> set[str]:
+    """Keyword parameters the searcher class accepts (empty for unknown names)."""
+    import inspect
+
+    try:
+        cls = get_searcher_class(searcher)
+    except ValueError:
+        return set()
+    return set(inspect.signature(cls.__init__).parameters)
 
 
 def evaluate_trial(config: dict[str, Any], *, space: SearchSpace, evaluator: Evaluator) -> None:
@@ -142,7 +157,7 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, quiet: bool 
 def trial_rows(
     results: Any, space: SearchSpace, metric: str, run_ids: Mapping[str, str]
 ) -> list[dict[str, Any]]:
-    """One row per trial: id, architecture, status, run id, config and final metrics."""
+    """One row per trial in suggestion order: id, architecture, status, run id, config, metrics."""
     rows = []
     for result in results:
         metrics = dict(result.metrics or {})
@@ -151,7 +166,10 @@ def trial_rows(
         trial_id = metrics.get("trial_id") or Path(result.path).name
         value = metrics.get(metric)
         ok = result.error is None and isinstance(value, (int, float)) and math.isfinite(value)
+        tag = str(metrics.get("experiment_tag") or "")
+        index = int(tag.split("_", 1)[0]) if tag.split("_", 1)[0].isdigit() else None
         row: dict[str, Any] = {
+            "trial_index": index,
             "trial_id": str(trial_id),
             "arch": space.to_string(arch),
             "canonical": space.canonical(arch),
@@ -165,7 +183,8 @@ def trial_rows(
             if isinstance(val, (int, float)) and not isinstance(val, bool):
                 row[key] = float(val)
         rows.append(row)
-    rows.sort(key=lambda r: (r.get("timestamp", 0.0), r["trial_id"]))
+    # Tune numbers trials in creation (= suggestion) order in their experiment tag.
+    rows.sort(key=lambda r: (r["trial_index"] is None, r["trial_index"] or 0, r["trial_id"]))
     return rows
 
 

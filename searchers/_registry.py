@@ -56,7 +56,12 @@ def get_searcher_class(name: str) -> type[NASSearch]:
                 f"unknown searcher {name!r}; available: {', '.join(list_searchers())} "
                 "(or 'package.module:ClassName')"
             )
-        cls = matches[0].load()
+        try:
+            cls = matches[0].load()
+        except Exception as exc:  # a broken plug-in: name it instead of a raw traceback
+            raise ValueError(
+                f"searcher {name!r} (entry point {matches[0].value!r}) failed to load: {exc}"
+            ) from None
     if not (isinstance(cls, type) and issubclass(cls, NASSearch)):
         raise ValueError(f"searcher {name!r} is {cls!r}, not a subclass of searchers.NASSearch")
     return cls

@@ -166,3 +166,36 @@ class SupernetEvaluator(Evaluator):
             # A cached handle of a host that was stopped and started again: look it up anew.
             forget_host(self.host_name, namespace=self.namespace)
             return dict(ray.get(self.host().evaluate.remote(text)))
+
+    def candidate_source(self) -> SupernetCandidates:
+        """The hosts' GreedyNAS candidate pool as a ``searchers.protocols.CandidateSource``."""
+        return SupernetCandidates(self)
+
+
+class SupernetCandidates:
+    """``CandidateSource`` reading the candidate pool of a search's supernet host.
+
+    GreedyNASSearch calls ``candidates(k)`` once, lazily, at its first suggestion (after the
+    runner's ``setup`` trained the supernet). A host that is restarting is asked again, at most
+    ``retries`` times, then the error is raised.
+    """
+
+    def __init__(self, evaluator: SupernetEvaluator, *, retries: int = 3) -> None:
+        self.evaluator = evaluator
+        self.retries = retries
+
+    def candidates(self, k: int | None = None) -> list[tuple[str, float]]:
+        """The best ``k`` paths of the pool (all when None), best (lowest loss) first."""
+        import time
+
+        import ray
+
+        for attempt in range(self.retries + 1):
+            try:
+                pool = ray.get(self.evaluator.host().candidate_pool.remote(k))
+                return [(str(arch), float(loss)) for arch, loss in pool]
+            except ray.exceptions.RayActorError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        return []
