@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -174,7 +175,7 @@ def trial_rows(
             "arch": space.to_string(arch),
             "canonical": space.canonical(arch),
             "status": "ERROR" if result.error is not None else ("OK" if ok else "INVALID"),
-            "error": None if result.error is None else str(result.error)[:500],
+            "error": None if result.error is None else error_summary(result.error),
             "mlflow_run_id": run_ids.get(str(trial_id)),
         }
         for key, val in config.items():
@@ -186,6 +187,13 @@ def trial_rows(
     # Tune numbers trials in creation (= suggestion) order in their experiment tag.
     rows.sort(key=lambda r: (r["trial_index"] is None, r["trial_index"] or 0, r["trial_id"]))
     return rows
+
+
+def error_summary(error: BaseException | str) -> str:
+    """The last line of a (remote) traceback, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]
 
 
 def write_trials(rows: list[dict[str, Any]], path: Path) -> None:

@@ -170,3 +170,36 @@ def test_bundled_demo_configs_build(tmp_path, training) -> None:
     expected = "TrainingEvaluator" if training else "SupernetEvaluator"
     assert type(comps.evaluator).__name__ == expected
     assert cfg.tracking.uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.mark.ray
+@pytest.mark.data
+def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, nb201_dir, ray_session):
+    # A table with half of the architectures: the others make their trials raise.
+    lines = (nb201_dir / "cifar10.csv").read_text().splitlines()
+    partial = tmp_path / "partial.csv"
+    partial.write_text("\n".join(lines[: 1 + len(lines) // 2]) + "\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {
+        "name": "partial",
+        "space": "nb201",
+        "searcher": "random",
+        "evaluator": {"name": "tabular", "table_path": str(partial)},
+        "budget": {"trials": 8, "concurrency": 2},
+        "seed": 1,
+        "tracking": {"uri": uri},
+        "output_dir": str(tmp_path / "out"),
+    }
+    assert main(["run", str(_write(tmp_path, config))]) == 0
+    (table_path,) = (tmp_path / "out").glob("partial-*/trials.parquet")
+    rows = pq.read_table(table_path).to_pylist()
+    assert len(rows) == 8
+    errors = [r for r in rows if r["status"] == "ERROR"]
+    assert errors and len(errors) < 8
+    assert all(r["error"].startswith("ValueError: ") and "\n" not in r["error"] for r in errors)
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == len(errors)
+    parent = next(r for r in runs if r.data.tags.get(TAG_ROLE) == "search")
+    assert parent.data.metrics["num_failed"] == len(errors)
