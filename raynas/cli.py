@@ -1,4 +1,4 @@
-"""Command line: ``raynas run CONFIG``, ``raynas demo``, ``raynas spaces``, ``raynas searchers``."""
+"""Command line: ``raynas run CONFIG``, ``demo``, ``spaces``, ``searchers``, ``latency ...``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from raynas import __version__
+from raynas.latency_cli import add_latency_parser, run_latency
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("spaces", help="list the available search spaces")
     sub.add_parser("searchers", help="list the available searchers")
+    add_latency_parser(sub)
     return parser
 
 
@@ -98,6 +100,12 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"best architecture: {result.best_arch}")
         print(f"  {result.metric}={value:.4g}" + (f", {extras}" if extras else ""))
+    if result.pareto:
+        metric_keys = result.objective_keys
+        print(f"Pareto front of feasible trials ({len(result.pareto)} architectures):")
+        for row in result.pareto[:10]:
+            shown = " ".join(f"{k}={row[k]:.4g}" for k in metric_keys if k in row)
+            print(f"  {shown}  {row['arch']}")
     print(
         f"{result.num_trials} trials ({result.num_failed} failed) in {result.wall_time_s:.1f}s; "
         f"trial table: {result.trials_path}"
@@ -135,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(list_searchers()))
             return 0
+        if args.command == "latency":
+            return run_latency(args)
         return _run(args)
     except KeyboardInterrupt:
         print("raynas: interrupted", file=sys.stderr)

@@ -24,6 +24,7 @@ from raynas.progress import ProgressPrinter
 from raynas.tracking import TAG_SEARCHER, TAG_SPACE, Tracker, TrialLogger, flatten
 from searchers import NASSearch, create_searcher, get_searcher_class
 from searchers.objectives import Objectives
+from searchers.pareto import pareto_front
 from spaces import SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class SearchResult:
     num_failed: int
     wall_time_s: float
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    pareto: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    objective_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -217,6 +220,19 @@ def best_row(rows: list[dict[str, Any]], objectives: Objectives) -> dict[str, An
     return max(scored, key=lambda pair: pair[0])[1]
 
 
+def feasible_front(rows: list[dict[str, Any]], objectives: Objectives) -> list[dict[str, Any]]:
+    """Non-dominated OK rows that meet every constraint (empty for a single objective)."""
+    if not objectives.multi:
+        return []
+    feasible = []
+    for row in rows:
+        outcome = objectives.read(row) if row["status"] == "OK" else None
+        if outcome is not None and not isinstance(outcome, str) and outcome.feasible:
+            feasible.append(row)
+    front = pareto_front(feasible, objectives.metrics, objectives.modes)
+    return sorted(front, key=lambda r: r[objectives.metrics[0]])
+
+
 def run_search(
     cfg: ExperimentConfig,
     *,
@@ -301,6 +317,13 @@ def run_search(
         comps.searcher.save(str(state_path))
         tracker.log_file(parent, state_path)
         best = best_row(rows, comps.searcher.objectives)
+        front = feasible_front(rows, comps.searcher.objectives)
+        if front:
+            keys = ["trial_id", "arch", *comps.searcher.objectives.keys]
+            tracker.log_text(
+                parent, json.dumps([{k: r.get(k) for k in keys} for r in front], indent=1),
+                "pareto_front.json",
+            )
         failed = sum(r["status"] != "OK" for r in rows)
         summary = {"num_trials": len(rows), "num_failed": failed, "wall_time_s": wall}
         if best is not None:
@@ -326,6 +349,8 @@ def run_search(
             num_failed=failed,
             wall_time_s=wall,
             rows=rows,
+            pareto=front,
+            objective_keys=list(comps.searcher.objectives.keys),
         )
     except KeyboardInterrupt:
         status = "KILLED"

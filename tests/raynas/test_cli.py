@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -203,3 +204,37 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, nb201_dir,
     assert len(failed) == len(errors)
     parent = next(r for r in runs if r.data.tags.get(TAG_ROLE) == "search")
     assert parent.data.metrics["num_failed"] == len(errors)
+
+
+@pytest.mark.ray
+@pytest.mark.data
+def test_multi_objective_constrained_search(tmp_path, nb201_dir, ray_session, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {
+        "name": "mo",
+        "space": "nb201",
+        "searcher": {"name": "nsga2", "pop_size": 6},
+        "evaluator": {"name": "tabular", "table_path": str(nb201_dir), "devices": ["pixel3"]},
+        "metric": ["val_acc", "latency_pixel3"],
+        "mode": ["max", "min"],
+        "constraints": ["latency_pixel3 <= 12"],
+        "budget": {"trials": 18, "concurrency": 2},
+        "tracking": {"uri": uri},
+        "output_dir": str(tmp_path / "out"),
+    }
+    assert main(["run", str(_write(tmp_path, config))]) == 0
+    assert "Pareto front of feasible trials" in capsys.readouterr().out
+    children = _check_recorded(uri, 18, {"val_acc", "latency_pixel3"})
+    client = MlflowClient(uri)
+    parent_id = children[0].data.tags["mlflow.parentRunId"]
+    path = client.download_artifacts(parent_id, "pareto_front.json", str(tmp_path))
+    front = json.loads(Path(path).read_text())
+    assert front and all(row["latency_pixel3"] <= 12 for row in front)
+    points = [(c.data.metrics["val_acc"], c.data.metrics["latency_pixel3"]) for c in children]
+    feasible = [p for p in points if p[1] <= 12]
+    for row in front:  # nothing feasible dominates a front member
+        assert not any(
+            a >= row["val_acc"] and b <= row["latency_pixel3"]
+            and (a, b) != (row["val_acc"], row["latency_pixel3"])
+            for a, b in feasible
+        )
