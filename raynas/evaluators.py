@@ -407,6 +407,7 @@ EVALUATORS: dict[str, str] = {
     "training": "raynas.evaluators:TrainingEvaluator",
     "tabular": "raynas.evaluators:TabularEvaluator",
     "supernet": "raynas.supernet.evaluator:SupernetEvaluator",
+    "latency": "raynas.latency.evaluator:LatencyEvaluator",
 }
 
 
