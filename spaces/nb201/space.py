@@ -158,7 +158,10 @@ class NB201Space(SearchSpace):
 
     def is_connected(self, arch: Arch) -> bool:
         """Whether the output node receives anything but zeros."""
-        return "#" != self.canonical(arch) and not set(self.canonical(arch).split("+")) <= {"#"}
+        zero = {0: False}
+        for node, edges in enumerate(parse_nb201(str(arch)), start=1):
+            zero[node] = all(op == "none" or zero[src] for op, src in edges)
+        return not zero[3]
 
     def build_network(
         self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3

@@ -123,3 +123,10 @@ def test_strings_equal_the_public_table(space: NB201Space, nb201_dir) -> None:
 def test_import_spaces_stays_light() -> None:
     code = "import spaces, spaces.nb201.space, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_is_connected(space: NB201Space) -> None:
+    assert space.is_connected(ARCH)
+    assert not space.is_connected("|none~0|+|none~0|none~1|+|none~0|none~1|avg_pool_3x3~2|")
+    assert not space.is_connected("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    assert space.is_connected("|none~0|+|skip_connect~0|none~1|+|none~0|none~1|avg_pool_3x3~2|")
