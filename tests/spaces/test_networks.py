@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,20 +12,6 @@ from spaces import SearchSpace
 from spaces.mobilenet import MobileNetSpace
 from spaces.nb201 import NB201Space
 from spaces.nb201.space import ops_to_string
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny networks: extra threads only add contention on busy CI machines.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def nb201() -> NB201Space:
-    return NB201Space(channels=8, cells_per_stage=1, resolution=8)
 
 
 @pytest.fixture(scope="module")

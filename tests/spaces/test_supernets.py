@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -13,19 +11,6 @@ from spaces.mobilenet.supernet import ElasticMBConv, MobileNetSupernet, SlicedBa
 from spaces.nb201 import NB201_OPS, NB201Space
 from spaces.nb201.space import EDGES, ops_to_string
 from spaces.nb201.supernet import NB201Supernet, SuperCell, live_edges
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def nb201() -> NB201Space:
-    return NB201Space(channels=8, cells_per_stage=1, resolution=8)
 
 
 @pytest.fixture(scope="module")
