@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -84,6 +84,27 @@ class ResNetBasicBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
+def macro_skeleton(
+    in_channels: int, channels: int, cells_per_stage: int, make_cell: Callable[[int], nn.Module]
+) -> tuple[nn.Module, list[nn.Module], int]:
+    """NAS-Bench-201's stem and its 3 stages of cells with residual reductions between them.
+
+    Returns the stem, the list of cells and reduction blocks, and the final width; shared by
+    the stand-alone network and the supernet so their weight names line up.
+    """
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+    )
+    layers: list[nn.Module] = []
+    width = channels
+    for stage in range(3):
+        if stage > 0:
+            layers.append(ResNetBasicBlock(width, 2 * width))
+            width *= 2
+        layers += [make_cell(width) for _ in range(cells_per_stage)]
+    return stem, layers, width
+
+
 class NB201Network(nn.Module):
     """NAS-Bench-201's macro skeleton: stem, 3 stages of N cells, reductions, classifier.
 
@@ -105,16 +126,9 @@ class NB201Network(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.stem, layers, width = macro_skeleton(
+            in_channels, channels, cells_per_stage, lambda w: InferCell(ops, w)
         )
-        layers: list[nn.Module] = []
-        width = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(width, 2 * width))
-                width *= 2
-            layers += [InferCell(ops, width) for _ in range(cells_per_stage)]
         self.cells = nn.Sequential(*layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)

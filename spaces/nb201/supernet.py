@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from spaces._base import Arch
-from spaces.nb201.network import NB201Network, ResNetBasicBlock, make_op
+from spaces.nb201.network import NB201Network, macro_skeleton, make_op
 from spaces.nb201.space import EDGES, NB201_OPS, NB201Space
 
 logger = logging.getLogger(__name__)
@@ -100,17 +100,9 @@ class NB201Supernet(nn.Module):
         self.space = space
         self.num_classes = num_classes
         self.in_channels = in_channels
-        channels = space.channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.stem, layers, width = macro_skeleton(
+            in_channels, space.channels, space.cells_per_stage, SuperCell
         )
-        layers: list[nn.Module] = []
-        width = channels
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(width, 2 * width))
-                width *= 2
-            layers += [SuperCell(width) for _ in range(space.cells_per_stage)]
         self.cells = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
