@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def echo_stdout(line: str) -> None:
+    """Write one line to standard output."""
+    # Not builtins.print: Ray's tqdm/print patching can replace it, and Tune
+    # pickles callbacks, which fails for a stale reference to the original.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 class ProgressPrinter(Callback):
     """Prints ``[done/budget] metric=... best=... arch`` as trials finish."""
 
@@ -26,7 +35,7 @@ class ProgressPrinter(Callback):
         mode: str,
         budget: int,
         describe: Callable[[dict[str, Any]], str],
-        echo: Callable[[str], None] = print,
+        echo: Callable[[str], None] = echo_stdout,
     ) -> None:
         self.metric = metric
         self.sign = 1.0 if mode == "max" else -1.0

@@ -20,7 +20,7 @@ from ray import tune
 
 from raynas.config import ConfigError, ExperimentConfig
 from raynas.evaluators import Evaluator, create_evaluator
-from raynas.progress import ProgressPrinter
+from raynas.progress import ProgressPrinter, echo_stdout
 from raynas.tracking import TAG_SEARCHER, TAG_SPACE, Tracker, TrialLogger, flatten
 from searchers import NASSearch, create_searcher, get_searcher_class
 from searchers.objectives import Objectives
@@ -237,7 +237,7 @@ def run_search(
     cfg: ExperimentConfig,
     *,
     address: str | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] = echo_stdout,
     quiet: bool = True,
 ) -> SearchResult:
     """Run a configured search on Ray Tune, recording everything in MLflow."""
