@@ -144,6 +144,7 @@ class NASSearch(Searcher):
             return None
         if arch is None:
             logger.info("%s: every architecture of %s was suggested", self, self.space.name)
+            self._exhausted = True
             return Searcher.FINISHED  # type: ignore[return-value]
         text = self.space.to_string(arch)
         self._seen[self.space.canonical(arch)] = text
@@ -286,6 +287,21 @@ class NASSearch(Searcher):
         self._require_ready()
         assert self._objectives is not None
         return self._objectives
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the space ran out of architectures not suggested before."""
+        return getattr(self, "_exhausted", False)
+
+    @property
+    def completed_trial_ids(self) -> set[str]:
+        """Tune trial ids whose completion this searcher recorded."""
+        return set(self._done)
+
+    @property
+    def pending_trial_ids(self) -> list[str]:
+        """Trials suggested and not yet completed, oldest first."""
+        return list(self._pending)
 
     @property
     def num_suggested(self) -> int:
