@@ -1,4 +1,4 @@
-"""Command line: ``raynas run CONFIG``, ``demo``, ``spaces``, ``searchers``, ``latency ...``."""
+"""Command line: ``raynas run CONFIG``, ``demo``, ``report``, ``spaces``, ``searchers``, ...."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from raynas import __version__
 from raynas.latency_cli import add_latency_parser, run_latency
+from raynas.submit_cli import add_submit_parser, run_submit
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,15 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the search a YAML config describes")
     run.add_argument("config", help="path of the experiment YAML")
+    run.add_argument("--warm-start", nargs="+", metavar="RUN_ID", default=(),
+                     help="seed the searcher(s) with the finished trials of earlier searches")
     _common_run_options(run)
+
+    resume = sub.add_parser(
+        "resume", help="continue a search from what MLflow recorded, until its budget"
+    )
+    resume.add_argument("run_id", metavar="RUN_ID", help="the search's MLflow (parent) run id")
+    _common_run_options(resume)
 
     demo = sub.add_parser("demo", help="run the bundled demo search (local Ray, sqlite MLflow)")
     demo.add_argument(
@@ -42,10 +51,47 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common_run_options(demo)
 
+    _add_report_parser(sub)
     sub.add_parser("spaces", help="list the available search spaces")
     sub.add_parser("searchers", help="list the available searchers")
     add_latency_parser(sub)
+    add_submit_parser(sub)
     return parser
+
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser(
+        "report", help="per-searcher table, plots, trial table and JSON of a search in MLflow"
+    )
+    report.add_argument("target", metavar="RUN_ID_OR_EXPERIMENT",
+                        help="the search's MLflow run id, or an experiment (its latest search)")
+    report.add_argument("--tracking-uri",
+                        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    report.add_argument("--output-dir", help="folder for the PNGs, report.json, trials.parquet "
+                        "(default: raynas_report/<run id>)")
+    report.add_argument("--format", choices=("table", "json"), default="table",
+                        help="what to print: a table, or the report's JSON (for scripts)")
+    report.add_argument("--ref-point", type=float, nargs="+", metavar="V",
+                        help="hypervolume reference point, one value per objective in its own "
+                        "sign (default: 10%% beyond the worst feasible values)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from raynas.report import load_report, write_report
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    report = load_report(uri, args.target, ref_point=args.ref_point)
+    out = Path(args.output_dir or Path("raynas_report") / report.run_id)
+    paths = write_report(report, out)
+    if args.format == "json":
+        print(report.to_json())
+    else:
+        from raynas.report import render_table
+
+        print(render_table(report))
+        print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    return 0
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
@@ -85,9 +131,45 @@ def _run(args: argparse.Namespace) -> int:
     from raynas.config import load_config
     from raynas.runner import run_search
 
+    if args.command == "resume":
+        return _resume(args)
     cfg = _load_demo(args) if args.command == "demo" else load_config(args.config)
     cfg = _apply_overrides(cfg, args)
-    result = run_search(cfg, address=args.address, quiet=not args.verbose)
+    warm = ()
+    if getattr(args, "warm_start", None):
+        from raynas.resume import load_warm_start
+        from spaces import create_space
+
+        space = create_space(cfg.space.name, **cfg.space.options)
+        warm = load_warm_start(cfg.resolved_tracking_uri(), args.warm_start, space)
+    result = run_search(cfg, address=args.address, quiet=not args.verbose, warm_start=warm)
+    return _print_result(result)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from raynas.resume import load_resume_plan
+    from raynas.runner import run_search
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    with tempfile.TemporaryDirectory(prefix="raynas-resume-") as tmp:
+        plan = load_resume_plan(uri, args.run_id, dest_dir=tmp)
+        for warning in plan.warnings:
+            print(f"raynas: warning: {warning}", file=sys.stderr)
+        print(
+            f"raynas: run {plan.run_id}: {len(plan.finished)} trials finished, "
+            f"{len(plan.failed)} failed, {len(plan.interrupted)} interrupted; "
+            f"{plan.remaining} to run"
+        )
+        result = run_search(plan.config, address=args.address, quiet=not args.verbose,
+                            resume=plan)
+    return _print_result(result)
+
+
+def _print_result(result) -> int:  # type: ignore[no-untyped-def]
+    """Print the best architecture, Pareto front and where things are recorded."""
     print()
     if result.best_arch is None:
         print(f"raynas: no trial succeeded ({result.num_failed} failed)")
@@ -106,6 +188,13 @@ def _run(args: argparse.Namespace) -> int:
         for row in result.pareto[:10]:
             shown = " ".join(f"{k}={row[k]:.4g}" for k in metric_keys if k in row)
             print(f"  {shown}  {row['arch']}")
+    for member in result.searchers:
+        best = "n/a" if member["best"] is None else f"{member['best']:.4g}"
+        print(
+            f"  searcher {member['label']}: {member['evaluations']} evaluated, "
+            f"{member['cache_hits']} cache hits, best {result.metric}={best}, {member['status']}"
+            + (f" ({member['error']})" if member["error"] else "")
+        )
     print(
         f"{result.num_trials} trials ({result.num_failed} failed) in {result.wall_time_s:.1f}s; "
         f"trial table: {result.trials_path}"
@@ -119,6 +208,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"browse {result.tracking_uri}")
+    if result.status == "KILLED":
+        return 130
     return 0 if result.best_arch is not None else 1
 
 
@@ -132,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         if args.command == "spaces":
             from spaces import list_spaces
@@ -145,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "latency":
             return run_latency(args)
+        if args.command == "submit":
+            return run_submit(args)
+        if args.command == "report":
+            return _report(args)
         return _run(args)
     except KeyboardInterrupt:
         print("raynas: interrupted", file=sys.stderr)

@@ -40,10 +40,25 @@ class Budget:
 
 @dataclass(frozen=True)
 class Tracking:
-    """Where MLflow records the search."""
+    """Where MLflow records the search, and how often the searcher state is saved there."""
 
     uri: str | None = None
     experiment: str = "raynas"
+    # Log the searcher's state as an artifact every this many finished trials (0: at the end only).
+    checkpoint_every: int = 10
+    # How long logging may fail (tracking store down) before the search stops.
+    max_outage_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class Member:
+    """One searcher of a portfolio: its label, component, trial budget and result sharing."""
+
+    label: str
+    searcher: Component
+    trials: int
+    # Tell this searcher of the results other members found (``add_evaluated_point``).
+    share: bool = True
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,15 @@ class ExperimentConfig:
     constraints: tuple[str, ...] = ()
     tracking: Tracking = Tracking()
     output_dir: str = "raynas_results"
+    # A portfolio: several searchers run side by side (``searcher`` is then "portfolio").
+    portfolio: tuple[Member, ...] = ()
+    # A Tune trial scheduler (asha, hyperband, median) for multi-fidelity evaluators.
+    scheduler: Component | None = None
+
+    @property
+    def searcher_labels(self) -> tuple[str, ...]:
+        """Labels of the searchers this config runs (one name unless it is a portfolio)."""
+        return tuple(m.label for m in self.portfolio) or (self.searcher.name,)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (the YAML that would recreate this config)."""
@@ -68,6 +92,17 @@ class ExperimentConfig:
         for key in ("space", "searcher", "evaluator"):
             comp = out.pop(key)
             out[key] = {"name": comp["name"], **comp["options"]}
+        members = out.pop("portfolio")
+        if members:
+            out.pop("searcher")
+            out["searchers"] = [
+                {"label": m["label"], "name": m["searcher"]["name"], "trials": m["trials"],
+                 "share": m["share"], **m["searcher"]["options"]}
+                for m in members
+            ]
+        scheduler = out.pop("scheduler")
+        if scheduler is not None:
+            out["scheduler"] = {"name": scheduler["name"], **scheduler["options"]}
         return out
 
     def to_yaml(self) -> str:
@@ -99,7 +134,82 @@ _TOP_LEVEL = {
     "constraints",
     "tracking",
     "output_dir",
+    "searchers",
+    "scheduler",
 }
+
+SCHEDULERS = ("asha", "hyperband", "median", "fifo")
+
+
+def _portfolio(raw: Any, total: int | None) -> tuple[tuple[Member, ...], int]:
+    """Members of a ``searchers:`` list and the total trial budget they add up to."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(
+            "config field 'searchers' must be a non-empty list of searchers, e.g. "
+            "[{name: regularized_evolution, trials: 50}, {name: random, trials: 50}]"
+        )
+    specs = []
+    for i, item in enumerate(raw):
+        where = f"searchers[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"config field '{where}' must be a name or a mapping, got {item!r}")
+        options = dict(item)
+        label = options.pop("label", None)
+        trials = options.pop("trials", None)
+        share = options.pop("share", True)
+        comp = _component(options, where)
+        label = comp.name if label is None else label
+        if not isinstance(label, str) or not label or "/" in label:
+            raise ConfigError(f"config field '{where}.label' must be a name without '/'")
+        if trials is not None:
+            trials = _int({"trials": trials}, "trials", 1, f"{where}.", 1)
+        if not isinstance(share, bool):
+            raise ConfigError(f"config field '{where}.share' must be true or false, got {share!r}")
+        specs.append((label, comp, trials, share))
+    labels = [s[0] for s in specs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(
+            f"config field 'searchers' uses the label {dup[0]!r} twice; give each a 'label'"
+        )
+    unset = [s for s in specs if s[2] is None]
+    if unset and total is None:
+        raise ConfigError(
+            "config field 'searchers': give each searcher 'trials' or set budget.trials "
+            "to split evenly"
+        )
+    given = sum(s[2] for s in specs if s[2] is not None)
+    if unset:
+        rest = total - given  # type: ignore[operator]
+        if rest < len(unset):
+            raise ConfigError(
+                f"config field 'budget.trials' ({total}) leaves {rest} trials for "
+                f"{len(unset)} searchers without 'trials'"
+            )
+        share_each, extra = divmod(rest, len(unset))
+        fill = iter([share_each + (j < extra) for j in range(len(unset))])
+        specs = [(lb, c, t if t is not None else next(fill), sh) for lb, c, t, sh in specs]
+    members = tuple(Member(lb, c, t, sh) for lb, c, t, sh in specs)
+    trials = sum(m.trials for m in members)
+    if total is not None and not unset and total != trials:
+        raise ConfigError(
+            f"config field 'budget.trials' ({total}) differs from the searchers' trials, "
+            f"which add up to {trials}; drop one of them"
+        )
+    return members, trials
+
+
+def _scheduler(raw: Any) -> Component | None:
+    if raw is None:
+        return None
+    comp = _component(raw, "scheduler")
+    if comp.name not in SCHEDULERS:
+        raise ConfigError(
+            f"config field 'scheduler.name' is {comp.name!r}; known: {', '.join(SCHEDULERS)}"
+        )
+    return comp
 
 
 def _component(raw: Any, field_name: str) -> Component:
@@ -187,18 +297,26 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
         raise ConfigError(
             f"unknown config field '{unknown[0]}'; known: {', '.join(sorted(_TOP_LEVEL))}"
         )
-    for required in ("space", "searcher", "evaluator"):
+    for required in ("space", "evaluator"):
         if required not in raw:
             raise ConfigError(f"config field '{required}' is required")
+    if ("searcher" in raw) == ("searchers" in raw):
+        raise ConfigError(
+            "config needs exactly one of 'searcher' (one searcher) or 'searchers' (a portfolio)"
+        )
     b = _mapping(raw.get("budget"), "budget", set(Budget.__dataclass_fields__))
+    members: tuple[Member, ...] = ()
+    trials = _int(b, "trials", Budget.trials, "budget.", 1)
+    if "searchers" in raw:
+        members, trials = _portfolio(raw["searchers"], b.get("trials") and trials)
     budget = Budget(
-        trials=_int(b, "trials", Budget.trials, "budget.", 1),
+        trials=trials,
         concurrency=_int(b, "concurrency", Budget.concurrency, "budget.", 1),
         cpus_per_trial=_float(b, "cpus_per_trial", Budget.cpus_per_trial, "budget."),
         gpus_per_trial=_float(b, "gpus_per_trial", Budget.gpus_per_trial, "budget."),
         max_failures=_int(b, "max_failures", Budget.max_failures, "budget.", 0),
     )
-    t = _mapping(raw.get("tracking"), "tracking", {"uri", "experiment"})
+    t = _mapping(raw.get("tracking"), "tracking", set(Tracking.__dataclass_fields__))
     uri = t.get("uri")
     if uri is not None and (not isinstance(uri, str) or not uri):
         raise ConfigError(f"config field 'tracking.uri' must be a URI string, got {uri!r}")
@@ -231,15 +349,23 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
     return ExperimentConfig(
         name=name,
         space=_component(raw["space"], "space"),
-        searcher=_component(raw["searcher"], "searcher"),
+        searcher=Component("portfolio") if members else _component(raw["searcher"], "searcher"),
         evaluator=_component(raw["evaluator"], "evaluator"),
         budget=budget,
         seed=_int(raw, "seed", 0, "", 0),
         metric=metric,
         mode=mode,
         constraints=constraints,
-        tracking=Tracking(uri=uri, experiment=experiment),
+        tracking=Tracking(
+            uri=uri,
+            experiment=experiment,
+            checkpoint_every=_int(t, "checkpoint_every", Tracking.checkpoint_every,
+                                  "tracking.", 0),
+            max_outage_s=_float(t, "max_outage_s", Tracking.max_outage_s, "tracking."),
+        ),
         output_dir=output_dir,
+        portfolio=members,
+        scheduler=_scheduler(raw.get("scheduler")),
     )
 
 

@@ -6,6 +6,7 @@ import importlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -38,8 +39,9 @@ _TABLES: dict[str, tuple[list[str], dict[str, dict[str, Any]]]] = {}
 class Evaluator(ABC):
     """Maps an architecture to a dict of float metrics.
 
-    Contract: ``evaluate`` may call ``report(metrics)`` several times (once per epoch or
-    fidelity, each dict holding the searcher's metric) and returns the final metrics, which
+    Contract: ``evaluate`` may call ``report(metrics)`` for intermediate results (once per
+    epoch or fidelity before the last, each dict holding the searcher's metric; Tune gets
+    each at once, so a scheduler can stop the trial) and returns the final metrics, which
     the caller reports last. Evaluators are pickled to Ray Tune workers
     (``tune.with_parameters``): they keep paths and options, never loaded data, and load
     lazily once per process. Metrics named ``test_*`` are for reporting only; searchers
@@ -210,10 +212,10 @@ class TrainingEvaluator(Evaluator):
                 val_acc = val_loss = math.nan
             metrics = {"epoch": float(epoch), "train_loss": train_loss,
                        "val_acc": val_acc, "val_loss": val_loss}
-            if report is not None:
-                report(dict(metrics))
             if not math.isfinite(train_loss):
                 break
+            if report is not None and epoch < self.epochs:
+                report(dict(metrics))  # the last epoch is in the returned dict
         train_time = time.perf_counter() - start
         failed = not math.isfinite(metrics["train_loss"])
         test_acc = math.nan if failed else _accuracy(model, data.x_test, data.y_test, device)[0]
@@ -308,6 +310,8 @@ class TabularEvaluator(Evaluator):
         metric: str = "val_acc_200ep",
         latency_path: str | Path | None = None,
         devices: Sequence[str] = (),
+        multi_fidelity: bool = False,
+        delay_s: float = 0.0,
     ) -> None:
         from spaces.nb201.space import NB201Space
 
@@ -329,6 +333,19 @@ class TabularEvaluator(Evaluator):
             logger.warning("metric %r is a test metric: searchers should see validation only",
                            metric)
         self.metric = metric
+        if not isinstance(multi_fidelity, bool):
+            raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
+        if multi_fidelity and ("val_acc_12ep" not in self.value_columns or metric == "val_acc_12ep"):
+            raise ValueError(
+                "multi_fidelity reports val_acc_12ep first and then the metric column: it needs "
+                f"a val_acc_12ep column and another metric, got metric {metric!r}"
+            )
+        self.multi_fidelity = multi_fidelity
+        if isinstance(delay_s, bool) or not isinstance(delay_s, (int, float)) or not (
+            0 <= delay_s < math.inf
+        ):
+            raise ValueError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
+        self.delay_s = float(delay_s)
         if isinstance(devices, str):
             raise ValueError(f"devices must be a sequence of names, e.g. ({devices!r},)")
         self.devices = tuple(devices)
@@ -360,7 +377,9 @@ class TabularEvaluator(Evaluator):
     @property
     def metrics(self) -> tuple[str, ...]:
         """``val_acc``, the table's numeric columns, then ``latency_<device>`` per device."""
-        return ("val_acc", *self.value_columns, *(f"latency_{d}" for d in self.devices))
+        extra = ("epochs",) if self.multi_fidelity else ()
+        return ("val_acc", *extra, *self.value_columns,
+                *(f"latency_{d}" for d in self.devices))
 
     def lookup(self, arch: Arch) -> dict[str, Any]:
         """The full table row of ``arch`` plus ``latency_<device>`` for every table device."""
@@ -376,10 +395,30 @@ class TabularEvaluator(Evaluator):
             row.update({f"latency_{d}": lat_rows[text][d] for d in self.all_devices})
         return row
 
+    @property
+    def epochs(self) -> int:
+        """Training epochs the metric column stands for (200 unless it names another)."""
+        match = re.search(r"_(\d+)ep$", self.metric)
+        return int(match.group(1)) if match else 200
+
     def evaluate(self, arch: Arch, *, report: Report | None = None) -> dict[str, float]:
-        """Table values of ``arch``; ``report`` is never called (there are no fidelities)."""
+        """Table values of ``arch``; with ``multi_fidelity`` the 12-epoch value is reported first.
+
+        ``delay_s`` stands in for the training time of the full evaluation (split between
+        fidelities by epochs), so schedulers and concurrency can be measured on a table.
+        """
         row = self.lookup(arch)
+        total = self.epochs
+        done = 0
+        if self.multi_fidelity:
+            done = 12
+            time.sleep(self.delay_s * done / total)
+            if report is not None:
+                report({"val_acc": _float(row["val_acc_12ep"]), "epochs": float(done)})
+        time.sleep(self.delay_s * (total - done) / total)
         out = {"val_acc": _float(row[self.metric])}
+        if self.multi_fidelity:
+            out["epochs"] = float(total)
         out.update({c: _float(row[c]) for c in self.value_columns})
         out.update({f"latency_{d}": _float(row[f"latency_{d}"]) for d in self.devices})
         return out

@@ -4,32 +4,42 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
+import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray import tune
+from ray.tune.search import Searcher
 
+from raynas.checkpointing import SearcherCheckpoint
 from raynas.config import ConfigError, ExperimentConfig
+from raynas.continuation import restore_searcher, tell
 from raynas.evaluators import Evaluator, create_evaluator
+from raynas.members import finish_members, member_failure, member_runs
+from raynas.placement import RESULT_NODE_ID, check_shared_tracking, reuse_actors
 from raynas.progress import ProgressPrinter, echo_stdout
+from raynas.results import (
+    TRIALS_FILE,
+    best_row,
+    feasible_front,
+    trial_rows,
+    write_trials,
+)
+from raynas.resume import RecordedTrial, ResumePlan
+from raynas.schedulers import create_scheduler
 from raynas.tracking import TAG_SEARCHER, TAG_SPACE, Tracker, TrialLogger, flatten
 from searchers import NASSearch, create_searcher, get_searcher_class
 from searchers.objectives import Objectives
-from searchers.pareto import pareto_front
+from searchers.portfolio import PortfolioMember, PortfolioSearch
 from spaces import SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
 
-TRIALS_FILE = "trials.parquet"
 STATE_FILE = "searcher_state.json"
 CONFIG_FILE = "config.yaml"
 
@@ -52,6 +62,8 @@ class SearchResult:
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     pareto: list[dict[str, Any]] = field(default_factory=list, repr=False)
     objective_keys: list[str] = field(default_factory=list)
+    searchers: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "FINISHED"  # KILLED when stopped (Ctrl-C) before the budget was spent
 
 
 @dataclass
@@ -59,14 +71,16 @@ class Components:
     """The built pieces of a search."""
 
     space: SearchSpace
-    searcher: NASSearch
+    searcher: Searcher  # a NASSearch, or a PortfolioSearch over several
     evaluator: Evaluator
     metric: str
     mode: str
+    objectives: Objectives
+    members: list[PortfolioMember] = field(default_factory=list)
 
 
 def build_components(cfg: ExperimentConfig) -> Components:
-    """Build space, evaluator and searcher from a config; errors name the failing field."""
+    """Build space, evaluator and searcher(s) from a config; errors name the failing field."""
     try:
         space = create_space(cfg.space.name, **cfg.space.options)
     except (TypeError, ValueError) as exc:
@@ -92,25 +106,43 @@ def build_components(cfg: ExperimentConfig) -> Components:
                     f"config field '{field_name}' names {name!r}: test metrics are for "
                     "reporting only; search on a validation metric"
                 )
-    options = {
+    common = {
         "metric": metric if isinstance(metric, str) else list(metric),
         "mode": mode if isinstance(mode, str) else list(mode),
         "seed": cfg.seed,
         **({"constraints": list(cfg.constraints)} if cfg.constraints else {}),
-        **cfg.searcher.options,
     }
-    options.setdefault("max_trials", cfg.budget.trials)
-    source = getattr(evaluator, "candidate_source", None)
-    if source is not None and "candidate_source" in _keyword_options(cfg.searcher.name):
-        # GreedyNAS-style searchers seed their population from the supernet's candidate pool.
-        options.setdefault("candidate_source", source())
-    try:
-        searcher = create_searcher(cfg.searcher.name, space, **options)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config field 'searcher': {exc}") from None
     # Tune's own metric (schedulers, progress) is the first objective.
     first_mode = mode if isinstance(mode, str) else mode[0]
-    return Components(space, searcher, evaluator, metrics[0], first_mode)
+    if not cfg.portfolio:
+        options = {**common, **cfg.searcher.options}
+        options.setdefault("max_trials", cfg.budget.trials)
+        searcher = _make_searcher(cfg.searcher.name, options, space, evaluator, "searcher")
+        return Components(space, searcher, evaluator, metrics[0], first_mode,
+                          searcher.objectives)
+    members = []
+    for i, member in enumerate(cfg.portfolio):
+        # Distinct seeds, so two members of one kind do not propose the same sequence.
+        options = {**common, "seed": cfg.seed + i, **member.searcher.options}
+        nas = _make_searcher(member.searcher.name, options, space, evaluator,
+                             f"searchers[{i}]")
+        members.append(PortfolioMember(member.label, nas, member.trials, member.share))
+    portfolio = PortfolioSearch(space, members, metric=metrics[0], mode=first_mode)
+    return Components(space, portfolio, evaluator, metrics[0], first_mode,
+                      members[0].searcher.objectives, members)  # type: ignore[attr-defined]
+
+
+def _make_searcher(
+    name: str, options: dict[str, Any], space: SearchSpace, evaluator: Evaluator, where: str
+) -> NASSearch:
+    """One searcher; GreedyNAS-style ones get the supernet's candidate pool."""
+    source = getattr(evaluator, "candidate_source", None)
+    if source is not None and "candidate_source" in _keyword_options(name):
+        options.setdefault("candidate_source", source())
+    try:
+        return create_searcher(name, space, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config field '{where}': {exc}") from None
 
 
 def _keyword_options(searcher: str) -> set[str]:
@@ -127,18 +159,19 @@ def _keyword_options(searcher: str) -> set[str]:
 def evaluate_trial(config: dict[str, Any], *, space: SearchSpace, evaluator: Evaluator) -> None:
     """Tune function trainable: decode the architecture, evaluate it, report its metrics."""
     arch = space.from_config(config)
-    held: dict[str, float] | None = None
+    # Which Ray node ran the trial (a string: TrialLogger tags the trial's run with it).
+    node = {RESULT_NODE_ID: ray.get_runtime_context().get_node_id()}
+    last: dict[str, float] = {}
 
-    # Each intermediate result is held until the next one, so the evaluator's final dict
-    # (with test metrics) merges into the last report instead of adding an iteration.
+    # Intermediate results go to Tune at once, so a scheduler (ASHA) can stop the trial at
+    # a rung; the final dict (test metrics, costs) is one more report on top of the last.
     def report(metrics: dict[str, float]) -> None:
-        nonlocal held
-        if held is not None:
-            tune.report(held)
-        held = dict(metrics)
+        nonlocal last
+        last = dict(metrics)
+        tune.report({**last, **node})
 
     final = evaluator.evaluate(arch, report=report)
-    tune.report({**(held or {}), **final})
+    tune.report({**last, **final, **node})
 
 
 def ensure_ray(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:
@@ -158,182 +191,160 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, quiet: bool 
     return True
 
 
-def trial_rows(
-    results: Any, space: SearchSpace, metric: str, run_ids: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    """One row per trial in suggestion order: id, architecture, status, run id, config, metrics."""
-    rows = []
-    for result in results:
-        metrics = dict(result.metrics or {})
-        config = {k: v for k, v in (result.config or {}).items() if not isinstance(v, Mapping)}
-        arch = space.from_config(config)
-        trial_id = metrics.get("trial_id") or Path(result.path).name
-        value = metrics.get(metric)
-        ok = result.error is None and isinstance(value, (int, float)) and math.isfinite(value)
-        tag = str(metrics.get("experiment_tag") or "")
-        index = int(tag.split("_", 1)[0]) if tag.split("_", 1)[0].isdigit() else None
-        row: dict[str, Any] = {
-            "trial_index": index,
-            "trial_id": str(trial_id),
-            "arch": space.to_string(arch),
-            "canonical": space.canonical(arch),
-            "status": "ERROR" if result.error is not None else ("OK" if ok else "INVALID"),
-            "error": None if result.error is None else error_summary(result.error),
-            "mlflow_run_id": run_ids.get(str(trial_id)),
-        }
-        for key, val in config.items():
-            row[f"config/{key}"] = val
-        for key, val in metrics.items():
-            if isinstance(val, (int, float)) and not isinstance(val, bool):
-                row[key] = float(val)
-        rows.append(row)
-    # Tune numbers trials in creation (= suggestion) order in their experiment tag.
-    rows.sort(key=lambda r: (r["trial_index"] is None, r["trial_index"] or 0, r["trial_id"]))
-    return rows
-
-
-def error_summary(error: BaseException | str) -> str:
-    """The last line of a (remote) traceback, without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:500]
-
-
-def write_trials(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write the trial table as Parquet (columns are the union of the rows' keys)."""
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
-    pq.write_table(table, path)
-
-
-def best_row(rows: list[dict[str, Any]], objectives: Objectives) -> dict[str, Any] | None:
-    """The OK row with the best scalar score (the objective itself for one metric)."""
-    scored = []
-    for row in rows:
-        outcome = objectives.read(row) if row["status"] == "OK" else None
-        if outcome is not None and not isinstance(outcome, str):
-            scored.append((outcome.scalar, row))
-    if not scored:
-        return None
-    return max(scored, key=lambda pair: pair[0])[1]
-
-
-def feasible_front(rows: list[dict[str, Any]], objectives: Objectives) -> list[dict[str, Any]]:
-    """Non-dominated OK rows that meet every constraint (empty for a single objective)."""
-    if not objectives.multi:
-        return []
-    feasible = []
-    for row in rows:
-        outcome = objectives.read(row) if row["status"] == "OK" else None
-        if outcome is not None and not isinstance(outcome, str) and outcome.feasible:
-            feasible.append(row)
-    front = pareto_front(feasible, objectives.metrics, objectives.modes)
-    return sorted(front, key=lambda r: r[objectives.metrics[0]])
-
-
 def run_search(
     cfg: ExperimentConfig,
     *,
     address: str | None = None,
     echo: Callable[[str], None] = echo_stdout,
     quiet: bool = True,
+    resume: ResumePlan | None = None,
+    warm_start: Sequence[RecordedTrial] = (),
 ) -> SearchResult:
-    """Run a configured search on Ray Tune, recording everything in MLflow."""
-    comps = build_components(cfg)
-    uri = cfg.resolved_tracking_uri()
-    tracker = Tracker(uri, cfg.tracking.experiment)
-    out_dir = (Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+    """Run a configured search on Ray Tune, recording everything in MLflow.
 
-    parent = tracker.start_search(
-        name=cfg.name,
-        params=flatten(cfg.to_dict()),
-        tags={TAG_SPACE: comps.space.name, TAG_SEARCHER: cfg.searcher.name},
-    )
-    tracker.log_text(parent, cfg.to_yaml(), CONFIG_FILE)
-    tracker.log_text(parent, json.dumps(comps.space.describe(), indent=1), "space.json")
-    echo(
-        f"raynas: searching {comps.space.name} with {cfg.searcher.name} on "
-        f"{cfg.evaluator.name} for {cfg.budget.trials} trials ({comps.metric}, {comps.mode}); "
-        f"MLflow run {parent} at {uri}"
-    )
+    With ``resume`` (from ``raynas.resume.load_resume_plan``) the search continues its
+    MLflow parent run until the budget; ``warm_start`` trials of earlier runs are told to
+    the searcher(s) before the first suggestion.
+    """
+    comps = build_components(cfg)
+    uri = resume.tracking_uri if resume is not None else cfg.resolved_tracking_uri()
+    suffix = "-resume" if resume is not None else ""
+    out_dir = (Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
+    out_dir = out_dir.resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
     started = ensure_ray(address, num_cpus=None, quiet=quiet)
+    try:
+        # Refused before anything is recorded: a remote cluster needs a shared store.
+        check_shared_tracking(uri, address=address)
+        tracker = Tracker(uri, cfg.tracking.experiment,
+                          spool_path=out_dir / "mlflow_spool.jsonl",
+                          max_outage_s=cfg.tracking.max_outage_s)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    (out_dir / CONFIG_FILE).write_text(cfg.to_yaml())
+    labels = cfg.searcher_labels
+    if resume is None:
+        parent = tracker.start_search(
+            name=cfg.name,
+            params=flatten(cfg.to_dict()),
+            tags={TAG_SPACE: comps.space.name, TAG_SEARCHER: cfg.searcher.name},
+        )
+    else:
+        parent = resume.run_id
+        tracker.client.update_run(parent, status="RUNNING")
     status = "FAILED"
     t0 = time.monotonic()
     try:
-        prep = time.monotonic()
-
-        def log_setup(metrics: dict[str, float], step: int) -> None:
-            tracker.log_metrics(parent, metrics, step=step)
-            if step % 100 == 0:
-                shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-                echo(f"raynas: {cfg.evaluator.name} setup step {step}: {shown}")
-
-        comps.evaluator.setup(log_metrics=log_setup, checkpoint_dir=str(out_dir))
-        if comps.evaluator.artifacts():
-            echo(f"raynas: {cfg.evaluator.name} evaluator ready in {time.monotonic() - prep:.1f}s")
-        for path in comps.evaluator.artifacts():
-            tracker.log_file(parent, path)
-        trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name)
+        if resume is None:
+            tracker.log_text(parent, cfg.to_yaml(), CONFIG_FILE)
+            tracker.log_text(parent, json.dumps(comps.space.describe(), indent=1),
+                             "space.json")
+        searcher_runs = member_runs(tracker, parent, cfg, resume)
+        prior: list[dict[str, Any]] = []
+        budget = cfg.budget.trials
+        if resume is not None:
+            prior = restore_searcher(comps.searcher, comps.space, resume, tracker)
+            budget = resume.remaining
+        for trial in warm_start:
+            tell(comps.searcher, trial, own=False)
+        what = "portfolio " + ", ".join(labels) if cfg.portfolio else cfg.searcher.name
+        echo(
+            f"raynas: {'resuming' if resume else 'searching'} {comps.space.name} with {what} "
+            f"on {cfg.evaluator.name} for {budget} trials ({comps.metric}, {comps.mode}); "
+            f"MLflow run {parent} at {uri}"
+            + (f"; {len(prior)} trials recorded before" if resume is not None else "")
+            + (f"; warm start from {len(warm_start)} trials" if warm_start else "")
+        )
+        if isinstance(comps.searcher, PortfolioSearch):
+            comps.searcher.on_failure = member_failure(tracker, searcher_runs, echo)
+        if resume is not None and resume.supernet_checkpoint is not None:
+            # The host loads this file on start and continues from its steps and pool.
+            shutil.copy(resume.supernet_checkpoint,
+                        out_dir / Path(resume.supernet_checkpoint).name)
+        _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo, log=resume is None)
+        offset = max((r["trial_index"] or 0 for r in prior), default=0)
+        trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name,
+                                   parents=searcher_runs, index_offset=offset)
         printer = ProgressPrinter(
             metric=comps.metric,
             mode=comps.mode,
-            budget=cfg.budget.trials,
-            describe=lambda c: comps.space.to_string(comps.space.from_config(c)),
+            budget=budget,
+            describe=lambda c: _describe(comps.space, c),
             echo=echo,
+        )
+        state_path = out_dir / STATE_FILE
+        checkpointer = SearcherCheckpoint(
+            comps.searcher, state_path, lambda path: tracker.log_file(parent, path),
+            cfg.tracking.checkpoint_every,
         )
         trainable = tune.with_resources(
             tune.with_parameters(evaluate_trial, space=comps.space, evaluator=comps.evaluator),
             {"cpu": cfg.budget.cpus_per_trial, "gpu": cfg.budget.gpus_per_trial},
         )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=comps.searcher,
-                metric=comps.metric,
-                mode=comps.mode,
-                num_samples=cfg.budget.trials,
-                max_concurrent_trials=cfg.budget.concurrency,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=cfg.name,
-                storage_path=str(out_dir / "tune"),
-                callbacks=[trial_logger, printer],
-                failure_config=tune.FailureConfig(max_failures=cfg.budget.max_failures),
-                verbose=0,
-            ),
-        )
-        grid = tuner.fit()
+        grid = None
+        if budget > 0:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    search_alg=comps.searcher,
+                    scheduler=create_scheduler(cfg.scheduler),
+                    metric=comps.metric,
+                    mode=comps.mode,
+                    num_samples=budget,
+                    max_concurrent_trials=cfg.budget.concurrency,
+                    reuse_actors=reuse_actors(),
+                ),
+                run_config=tune.RunConfig(
+                    name=cfg.name,
+                    storage_path=str(out_dir / "tune"),
+                    callbacks=[trial_logger, printer, checkpointer],
+                    failure_config=tune.FailureConfig(max_failures=cfg.budget.max_failures),
+                    verbose=0,
+                ),
+            )
+            grid = tuner.fit()
         wall = time.monotonic() - t0
-        rows = trial_rows(grid, comps.space, comps.metric, trial_logger.trial_runs)
+        new_rows = trial_rows(grid or [], comps.space, comps.metric,
+                              trial_logger.trial_runs, index_offset=offset,
+                              default_searcher=cfg.searcher.name)
+        rows = prior + new_rows
         trials_path = out_dir / TRIALS_FILE
         write_trials(rows, trials_path)
         tracker.log_file(parent, trials_path)
-        state_path = out_dir / STATE_FILE
-        comps.searcher.save(str(state_path))
-        tracker.log_file(parent, state_path)
-        best = best_row(rows, comps.searcher.objectives)
-        front = feasible_front(rows, comps.searcher.objectives)
+        checkpointer.write()
+        best = best_row(rows, comps.objectives)
+        front = feasible_front(rows, comps.objectives)
         if front:
-            keys = ["trial_id", "arch", *comps.searcher.objectives.keys]
+            keys = ["trial_id", "arch", *comps.objectives.keys]
             tracker.log_text(
                 parent, json.dumps([{k: r.get(k) for k in keys} for r in front], indent=1),
                 "pareto_front.json",
             )
         failed = sum(r["status"] != "OK" for r in rows)
-        summary = {"num_trials": len(rows), "num_failed": failed, "wall_time_s": wall}
+        summary: dict[str, float] = {
+            "num_trials": len(rows), "num_failed": failed, "wall_time_s": wall,
+        }
+        members = finish_members(tracker, comps.searcher, comps.objectives, searcher_runs,
+                                 rows)
+        if members:
+            summary["cache_hits"] = sum(m["cache_hits"] for m in members)
         if best is not None:
             summary[f"best_{comps.metric}"] = best[comps.metric]
             for key in ("test_acc", "test_acc_200ep"):
                 if key in best:
                     summary[f"best_{key}"] = best[key]
-            tracker.client.set_tag(parent, "raynas.best_arch", best["arch"])
+            tracker.set_tag(parent, "raynas.best_arch", best["arch"])
         tracker.log_metrics(parent, summary)
+        _log_report(tracker, parent, out_dir)
+        tracker.flush()  # writes buffered during an outage; raises if the store stays down
         status = "FINISHED"
+        if stopped_early(comps.searcher, len(new_rows), budget):
+            # Ctrl-C: Tune stops its trials and returns normally; the budget is not spent.
+            status = "KILLED"
+            echo(f"raynas: stopped after {len(rows)} of {cfg.budget.trials} trials; continue "
+                 f"with: raynas resume {parent} --tracking-uri {uri}")
         return SearchResult(
             parent_run_id=parent,
             experiment_id=tracker.experiment_id,
@@ -350,13 +361,68 @@ def run_search(
             wall_time_s=wall,
             rows=rows,
             pareto=front,
-            objective_keys=list(comps.searcher.objectives.keys),
+            objective_keys=list(comps.objectives.keys),
+            searchers=members,
+            status=status,
         )
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         comps.evaluator.teardown()
-        tracker.end(parent, status)
-        if started:
-            ray.shutdown()
+        try:
+            tracker.end(parent, status)
+            # A failed or interrupted search waits a little for the store; the spool keeps
+            # what it could not write.
+            tracker.close(timeout_s=None if status == "FINISHED" else 30.0)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def stopped_early(searcher: Searcher, trials: int, budget: int) -> bool:
+    """Whether Tune ended with budget left that the searcher(s) would still have used."""
+    if trials >= budget:
+        return False
+    if isinstance(searcher, PortfolioSearch):
+        return not all(m.exhausted for m in searcher.members.values())
+    return not (isinstance(searcher, NASSearch) and searcher.exhausted)
+
+
+def _describe(space: SearchSpace, config: Mapping[str, Any]) -> str:
+    """Progress text of a trial: the member label (portfolios) and the architecture."""
+    text = space.to_string(space.from_config(config))
+    label = config.get(PortfolioSearch.MEMBER_KEY)
+    return f"[{label}] {text}" if label else text
+
+
+def _prepare_evaluator(
+    cfg: ExperimentConfig, comps: Components, tracker: Tracker, parent: str, out_dir: Path,
+    echo: Callable[[str], None], *, log: bool,
+) -> None:
+    """Run the evaluator's setup (e.g. supernet training), logging progress and artifacts."""
+    prep = time.monotonic()
+
+    def log_setup(metrics: dict[str, float], step: int) -> None:
+        tracker.log_metrics(parent, metrics, step=step)
+        if step % 100 == 0:
+            shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            echo(f"raynas: {cfg.evaluator.name} setup step {step}: {shown}")
+
+    comps.evaluator.setup(log_metrics=log_setup, checkpoint_dir=str(out_dir))
+    if comps.evaluator.artifacts():
+        echo(f"raynas: {cfg.evaluator.name} evaluator ready in {time.monotonic() - prep:.1f}s")
+    for path in comps.evaluator.artifacts():
+        tracker.log_file(parent, path)
+
+
+def _log_report(tracker: Tracker, parent: str, out_dir: Path) -> None:
+    """Log the report (plots, JSON, trial table) as artifacts; a failure only warns."""
+    try:
+        from raynas.report import log_report
+    except ImportError:
+        return
+    try:
+        log_report(tracker, parent, out_dir / "report")
+    except Exception as exc:  # the search's results are recorded; the pictures are extra
+        logger.warning("could not write the report of run %s: %s", parent, exc)

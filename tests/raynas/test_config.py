@@ -63,3 +63,19 @@ def test_relative_sqlite_uri_becomes_absolute(
     assert cfg.resolved_tracking_uri() == f"sqlite:///{tmp_path / 'runs/m.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert parse_config(BASE).resolved_tracking_uri() == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_build(path: Path, nb201_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from raynas.config import load_config
+    from raynas.runner import build_components
+
+    monkeypatch.chdir(path.parents[1])  # examples name the tables relative to the repository
+    cfg = load_config(path)
+    comps = build_components(cfg)
+    assert comps.space.name == cfg.space.name
+    assert len(cfg.searcher_labels) == max(1, len(cfg.portfolio))

@@ -1,0 +1,205 @@
+"""`raynas resume` after a real SIGKILL of the driver, portfolio resume, and warm start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from raynas.cli import main
+from raynas.tracking import TAG_CANONICAL, TAG_ROLE
+
+pytestmark = [pytest.mark.ray, pytest.mark.data]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _trial_runs(uri: str) -> list[Any]:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, max_results=5000)
+    return [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
+
+
+def _search_run(uri: str) -> Any:
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids, max_results=5000)
+    (parent,) = [r for r in runs if r.data.tags.get(TAG_ROLE) == "search"]
+    return parent
+
+
+def _config(tmp_path: Path, nb201_dir: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "killme",
+        "space": "nb201",
+        "searcher": {"name": "regularized_evolution", "population_size": 8, "sample_size": 3},
+        "evaluator": {"name": "tabular", "table_path": str(nb201_dir), "delay_s": 0.4},
+        "budget": {"trials": 36, "concurrency": 2},
+        "seed": 5,
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "faults",
+                     "checkpoint_every": 4},
+        "output_dir": str(tmp_path / "out"),
+        **extra,
+    }
+
+
+@pytest.fixture
+def driver(tmp_path: Path):
+    """Start `raynas run` in its own process group; kill the group (Ray included) at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(config: dict[str, Any]) -> subprocess.Popen:
+        path = tmp_path / "search.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+               "MLFLOW_TRACKING_URI": config["tracking"]["uri"]}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "raynas.cli", "run", str(path)], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def _wait_for_finished(
+    uri: str, count: int, proc: subprocess.Popen, timeout: float
+) -> list[str]:
+    """Poll MLflow until ``count`` trial runs finished (after the driver created the store)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        # Two processes creating one sqlite store race in its migrations: wait for the
+        # driver's first line, printed once its parent run exists.
+        if any(line.startswith("raynas: searching") for line in lines):
+            if sum(r.info.status == "FINISHED" for r in _trial_runs(uri)) >= count:
+                return lines
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} trials finished in {timeout} s")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_finishes_the_budget(tmp_path, nb201_dir, driver,
+                                                 ray_session, capsys) -> None:
+    config = _config(tmp_path, nb201_dir)
+    uri = config["tracking"]["uri"]
+    proc = driver(config)
+    _wait_for_finished(uri, 14, proc, timeout=240)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-search
+    proc.wait(timeout=30)
+    before = _trial_runs(uri)
+    finished_before = {r.data.tags[TAG_CANONICAL] for r in before if r.info.status == "FINISHED"}
+    assert 14 <= len(finished_before) < 36
+    parent = _search_run(uri)
+    assert parent.info.status == "RUNNING"  # nobody closed it
+
+    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"run {parent.info.run_id}:" in out and "to run" in out
+
+    after = _trial_runs(uri)
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    canon = Counter(r.data.tags[TAG_CANONICAL] for r in finished)
+    assert len(canon) == 36  # distinct evaluated architectures == the budget
+    assert max(canon.values()) == 1  # nothing evaluated twice, each finished trial once
+    assert finished_before <= set(canon)
+    # trials that were running at the kill are closed as KILLED, not left RUNNING
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in after)
+    parent = _search_run(uri)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["num_trials"] == 36
+    tables = sorted((tmp_path / "out").rglob("trials.parquet"))
+    table = pq.read_table(tables[-1]).to_pylist()
+    assert len(table) == 36 and len({r["canonical"] for r in table}) == 36
+    assert sorted(r["trial_index"] for r in table) == list(range(1, 37))
+
+
+def test_resume_of_a_finished_run_says_nothing_to_do(tmp_path, nb201_dir, ray_session,
+                                                     capsys) -> None:
+    config = _config(tmp_path, nb201_dir, budget={"trials": 6, "concurrency": 2})
+    config["evaluator"]["delay_s"] = 0.0
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path)]) == 0
+    run_id = _search_run(config["tracking"]["uri"]).info.run_id
+    capsys.readouterr()
+    assert main(["resume", run_id, "--tracking-uri", config["tracking"]["uri"]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nothing to resume" in err and len(err.splitlines()) == 1
+    assert main(["resume", "0123abcd", "--tracking-uri", config["tracking"]["uri"]]) == 2
+    assert "0123abcd" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_continues_each_portfolio_member(tmp_path, nb201_dir, driver,
+                                                            ray_session, capsys) -> None:
+    config = _config(tmp_path, nb201_dir, budget={"concurrency": 2})
+    config.pop("searcher")
+    config["searchers"] = [
+        {"name": "regularized_evolution", "trials": 12, "label": "evo", "population_size": 4},
+        {"name": "random", "trials": 10},
+    ]
+    config["tracking"]["checkpoint_every"] = 3
+    uri = config["tracking"]["uri"]
+    proc = driver(config)
+    lines = _wait_for_finished(uri, 7, proc, timeout=240)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune stops its trials, raynas records KILLED
+    assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
+    parent = _search_run(uri)
+    assert parent.info.status == "KILLED"
+    finished_before = sum(r.info.status == "FINISHED" for r in _trial_runs(uri))
+    assert finished_before < 22
+    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "searcher evo: 12 evaluated" in out and "searcher random: 10 evaluated" in out
+    finished = [r for r in _trial_runs(uri) if r.info.status == "FINISHED"]
+    assert Counter(r.data.tags["raynas.searcher"] for r in finished) == {"evo": 12, "random": 10}
+    assert max(Counter(r.data.tags[TAG_CANONICAL] for r in finished).values()) == 1
+    assert _search_run(uri).info.status == "FINISHED"
+
+
+def test_warm_start_seeds_a_new_search(tmp_path, nb201_dir, ray_session, capsys) -> None:
+    first = _config(tmp_path, nb201_dir, budget={"trials": 12, "concurrency": 2})
+    first["evaluator"]["delay_s"] = 0.0
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(first))
+    assert main(["run", str(path)]) == 0
+    old = _search_run(first["tracking"]["uri"]).info.run_id
+    old_archs = {r.data.tags[TAG_CANONICAL] for r in _trial_runs(first["tracking"]["uri"])}
+    second = {**first, "name": "warm", "searcher": {"name": "reinforce"}}
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(second))
+    capsys.readouterr()
+    assert main(["run", str(path), "--warm-start", old]) == 0
+    assert "warm start from 12 trials" in capsys.readouterr().out
+    runs = _trial_runs(first["tracking"]["uri"])
+    new = [r for r in runs if r.data.tags[TAG_CANONICAL] not in old_archs]
+    # the warm-started searcher proposes none of the architectures it was told about
+    assert len(new) == 12
