@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 TAG_ROLE = "raynas.role"  # "search" for the parent run, "trial" for a trial's run
 TAG_TRIAL_ID = "raynas.trial_id"
+TAG_RETRIES = "raynas.retries"  # times Tune restarted the trial after a failure
 TAG_TRIAL_INDEX = "raynas.trial_index"  # suggestion order (1, 2, ...) across resumes
 TAG_ARCH = "raynas.arch"
 TAG_CANONICAL = "raynas.canonical"
@@ -362,6 +363,13 @@ class TrialLogger(LoggerCallback):
         if isinstance(node, str) and node and self.trial_nodes.get(trial.trial_id) != node:
             self.tracker.set_tag(run_id, TAG_NODE_ID, node)
             self.trial_nodes[trial.trial_id] = node
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
+        """Count Tune's retries of a failed trial (``budget.max_failures``) on its run."""
+        run_id = self.trial_runs.get(trial.trial_id)
+        if run_id is not None:
+            self.tracker.set_tag(run_id, TAG_RETRIES, str(trial.num_failures))
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         """Close the trial's run as FINISHED or FAILED."""
