@@ -30,11 +30,29 @@ class SupernetEvaluator(Evaluator):
     """Evaluate paths of a supernet trained once before the search (SPOS / GreedyNAS).
 
     ``setup`` (driver side) starts ``replicas`` ``SupernetHost`` actors named
-    ``f"{host_name}-{i}"``, pretrains replica 0 for ``train_steps`` steps in chunks of
-    ``chunk_steps``, checkpoints it and syncs the other replicas from that file.
-    ``evaluate`` (worker side) finds a host by name, lazily, and asks it for the arch's
-    validation accuracy after BN recalibration: a lookup of about a millisecond plus the
-    evaluation itself, no training per trial. Only names and options are pickled.
+    ``f"{host_name}-{i}"`` (``replicas="per_node"``: one pinned to each node that fits
+    ``num_cpus`` / ``num_gpus``), pretrains replica 0 for ``train_steps`` steps in chunks
+    of ``chunk_steps``, checkpoints it, syncs the other replicas from that file (copied to
+    nodes that do not see it), and writes which node each replica runs on. ``evaluate``
+    (worker side) finds a host by name, lazily, on its own node when one runs there, and
+    asks it for the arch's validation accuracy after BN recalibration: a lookup of about a
+    millisecond plus the evaluation itself, no training per trial. Only names and options
+    are pickled.
+
+    Fine-tuning fidelity: with ``finetune_steps > 0`` a trial instead gets the path's
+    inherited weights as a stand-alone network (``SupernetHost.extract``: BN recalibrated,
+    so before any step it scores what the host's evaluation scores), fine-tunes it in the
+    trial process with SGD for ``finetune_steps`` steps on the host's training split (same
+    data spec, seeds and subsets, loaded once per process; batch size, momentum, weight
+    decay and clipping of the supernet; learning rate ``finetune_lr``, default the
+    supernet's ``lr``; one torch thread), and after every ``finetune_chunk`` steps
+    recalibrates its batch norms and measures the validation split. Each measurement but
+    the last is reported as ``{"val_acc", "val_loss", "finetune_steps"}``; the returned
+    dict adds ``supernet_step``, ``inherited_val_acc``, ``inherited_val_loss`` and
+    ``finetune_time_s``. Tune's ASHA / HyperBand then stop trials at rungs of
+    ``time_attr: finetune_steps`` (make ``grace_period`` a multiple of ``finetune_chunk``
+    and ``max_t`` equal to ``finetune_steps``). On CPU the same arch, weights and ``seed``
+    give the same numbers. ``finetune_steps=0`` (the default) keeps the plain lookup.
 
     Example:
         >>> from spaces import create_space
@@ -50,7 +68,7 @@ class SupernetEvaluator(Evaluator):
         space: SearchSpace,
         *,
         host_name: str | None = None,
-        replicas: int = 1,
+        replicas: int | str = 1,
         train_steps: int = 0,
         method: str = "spos",
         dataset: Any = "digits",
@@ -60,14 +78,27 @@ class SupernetEvaluator(Evaluator):
         num_threads: int | None = None,
         chunk_steps: int = 50,
         detached: bool = False,
+        finetune_steps: int = 0,
+        finetune_chunk: int = 10,
+        finetune_lr: float | None = None,
         **trainer_options: Any,
     ) -> None:
         if not hasattr(space, "build_supernet"):
             raise ValueError(f"space {space.name!r} has no supernet (build_supernet)")
-        for label, value, low in (("replicas", replicas, 1), ("train_steps", train_steps, 0),
-                                  ("chunk_steps", chunk_steps, 1)):
+        if replicas != "per_node" and (
+            isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1
+        ):
+            raise ValueError(f"replicas must be an integer >= 1 or 'per_node', got {replicas!r}")
+        for label, value, low in (("train_steps", train_steps, 0), ("chunk_steps", chunk_steps, 1),
+                                  ("finetune_steps", finetune_steps, 0),
+                                  ("finetune_chunk", finetune_chunk, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+        if finetune_lr is not None and (
+            isinstance(finetune_lr, bool) or not isinstance(finetune_lr, (int, float))
+            or not finetune_lr > 0
+        ):
+            raise ValueError(f"finetune_lr must be a number > 0 or None, got {finetune_lr!r}")
         unknown = set(trainer_options) - (_trainer_parameters() - set(_OWN_OPTIONS))
         if unknown:
             raise ValueError(
@@ -87,11 +118,19 @@ class SupernetEvaluator(Evaluator):
         self.num_cpus, self.num_gpus, self.num_threads = num_cpus, num_gpus, num_threads
         self.dataset = resolve_spec(dataset)  # absolute paths, checked on the driver
         self.trainer_options = dict(trainer_options)
+        self.finetune_steps, self.finetune_chunk = finetune_steps, finetune_chunk
+        self.finetune_lr = None if finetune_lr is None else float(finetune_lr)
         self.checkpoint_path: str | None = None
+        self.placement_path: str | None = None
+        # How many replicas setup started (``replicas`` unless "per_node"); None before setup.
+        self.num_replicas: int | None = replicas if isinstance(replicas, int) else None
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        """Validation accuracy (%) and loss, and the supernet step the weights are from."""
+        """Validation accuracy (%) and loss, the supernet step; fine-tuning ones if enabled."""
+        if self.finetune_steps:
+            return ("val_acc", "val_loss", "finetune_steps", "supernet_step",
+                    "inherited_val_acc", "inherited_val_loss", "finetune_time_s")
         return ("val_acc", "val_loss", "supernet_step")
 
     @property
@@ -132,40 +171,73 @@ class SupernetEvaluator(Evaluator):
             done = int(records[-1]["step"])
             logger.info("supernet %s: step %d/%d, loss %.4f", self.host_name, done,
                         self.train_steps, records[-1]["loss"])
-        sync_replicas(self.host_name, replicas=self.replicas, namespace=self.namespace)
+        self.num_replicas = len(hosts)
+        sync_replicas(self.host_name, replicas=self.num_replicas, namespace=self.namespace)
+        self._write_placement(folder)
+
+    def _write_placement(self, folder: Path) -> None:
+        """Write ``{host_name}-placement.json``: the Ray node of each replica."""
+        import json
+
+        from raynas.supernet.host import replica_nodes
+
+        nodes = replica_nodes(self.host_name, replicas=self.num_replicas,
+                              namespace=self.namespace)
+        path = folder / f"{self.host_name}-placement.json"
+        rows = [{"replica": i, "node_id": node} for i, node in sorted(nodes.items())]
+        path.write_text(json.dumps({"host_name": self.host_name, "replicas": rows}, indent=1))
+        self.placement_path = str(path.absolute())
+        logger.info("supernet %s: %d replicas on %d nodes", self.host_name, len(rows),
+                    len(set(nodes.values())))
 
     def artifacts(self) -> list[str]:
-        """The trained supernet's checkpoint, logged to the search's MLflow run."""
-        return [self.checkpoint_path] if self.checkpoint_path else []
+        """The trained supernet's checkpoint and replica placement, logged to the search's run."""
+        return [p for p in (self.checkpoint_path, self.placement_path) if p]
 
     def teardown(self) -> None:
         """Kill the hosts (no restart); the checkpoint file stays."""
         from raynas.supernet.host import stop_hosts
 
-        stop_hosts(self.host_name, self.replicas, self.namespace)
+        stop_hosts(self.host_name, self.num_replicas, self.namespace)
 
     def host(self) -> Any:
         """The handle of this process's replica (looked up by name, cached per process)."""
         from raynas.supernet.host import get_host
 
         try:
-            return get_host(self.host_name, replicas=self.replicas, namespace=self.namespace)
+            return get_host(self.host_name, replicas=self.num_replicas, namespace=self.namespace)
         except ValueError as exc:
             raise RuntimeError(f"{exc}; call SupernetEvaluator.setup() first") from None
 
     def evaluate(self, arch: Arch, *, report: Report | None = None) -> dict[str, float]:
-        """``val_acc``, ``val_loss``, ``supernet_step`` from a host; ``report`` is not called."""
+        """The host's scores, or with ``finetune_steps`` fine-tuned ones reported per chunk."""
+        text = self.space.to_string(arch)
+        if not self.finetune_steps:
+            return dict(self._ask("evaluate", text))
+        import torch
+
+        from raynas.supernet.finetune import finetune
+
+        extracted = self._ask("extract", text)
+        metrics = finetune(
+            self.space, self.space.validate(arch), extracted, steps=self.finetune_steps,
+            chunk=self.finetune_chunk, lr=self.finetune_lr, report=report,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
+        return {**metrics, "supernet_step": float(extracted["supernet_step"])}
+
+    def _ask(self, method: str, text: str) -> Any:
+        """Call ``method(text)`` on this process's host replica; look it up anew once if dead."""
         import ray
 
         from raynas.supernet.host import forget_host
 
-        text = self.space.to_string(arch)
         try:
-            return dict(ray.get(self.host().evaluate.remote(text)))
+            return ray.get(getattr(self.host(), method).remote(text))
         except ray.exceptions.RayActorError:
             # A cached handle of a host that was stopped and started again: look it up anew.
             forget_host(self.host_name, namespace=self.namespace)
-            return dict(ray.get(self.host().evaluate.remote(text)))
+            return ray.get(getattr(self.host(), method).remote(text))
 
     def candidate_source(self) -> SupernetCandidates:
         """The hosts' GreedyNAS candidate pool as a ``searchers.protocols.CandidateSource``."""

@@ -23,10 +23,14 @@ logger = logging.getLogger(__name__)
 
 # Retries of a call whose actor died mid-call (not of calls that raised): bounded, then raise.
 MAX_TASK_RETRIES = 3
+# ``replicas=PER_NODE``: one replica on each alive node that has the resources for one.
+PER_NODE = "per_node"
 
-# Per-process caches: handles by (namespace, name, replica), replica counts by (namespace, name).
+# Per-process caches: handles by (namespace, name, replica), replica counts by (namespace, name),
+# and the node each replica runs on (replica index -> node id) by (namespace, name).
 _HANDLES: dict[tuple[str | None, str, int], ActorHandle] = {}
 _COUNTS: dict[tuple[str | None, str], int] = {}
+_NODES: dict[tuple[str | None, str], dict[int, str]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -96,9 +100,11 @@ class SupernetHostImpl:
                         checkpoint_path)
 
     def ready(self) -> dict[str, Any]:
-        """Cheap ping: step, whether it started from a checkpoint, pid."""
+        """Cheap ping: step, whether it started from a checkpoint, pid, Ray node id."""
+        from raynas.placement import current_node_id
+
         return {"steps": self.trainer.step, "restored": self.restored, "pid": os.getpid(),
-                "primary": self.primary}
+                "primary": self.primary, "node_id": current_node_id()}
 
     def train(self, steps: int, *, checkpoint: bool = True) -> list[dict[str, float]]:
         """Train ``steps`` steps; then save to ``checkpoint_path`` (if set and ``checkpoint``)."""
@@ -124,6 +130,11 @@ class SupernetHostImpl:
         with self._lock:
             return self.trainer.evaluate_many(archs, use_cache=use_cache)
 
+    def extract(self, arch: str) -> dict[str, Any]:
+        """The arch's stand-alone network state dict (BN recalibrated), step and data recipe."""
+        with self._lock:
+            return self.trainer.extract(arch)
+
     def candidate_pool(self, k: int | None = None) -> list[tuple[str, float]]:
         """The ``k`` best pool entries ``(arch_string, loss)``, best first."""
         with self._lock:
@@ -140,6 +151,34 @@ class SupernetHostImpl:
         """Load a checkpoint file (default ``checkpoint_path``); return ``stats()``."""
         with self._lock:
             self.trainer.load(path)
+            return self._stats()
+
+    def checkpoint_bytes(self, path: str | None = None) -> bytes:
+        """The bytes of a checkpoint file on this replica's node (default ``checkpoint_path``)."""
+        with self._lock:
+            source = path or self.trainer.checkpoint_path
+            if source is None:
+                raise ValueError("checkpoint_bytes needs a path: pass one or set checkpoint_path")
+            return Path(source).read_bytes()
+
+    def install_checkpoint(self, data: bytes, path: str) -> dict[str, Any]:
+        """Load checkpoint ``data`` (from a replica on another node) and keep it at ``path``.
+
+        A node without a filesystem shared with the primary gets the file written at
+        ``path`` (atomically), so a restart on this node reloads it; where ``path`` already
+        holds the same bytes (a shared filesystem) nothing is written.
+        """
+        with self._lock:
+            target = Path(path)
+            same = target.is_file() and target.stat().st_size == len(data) and (
+                hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
+            )
+            if not same:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(f".{target.name}.{os.getpid()}.part")
+                part.write_bytes(data)
+                os.replace(part, target)
+            self.trainer.load(target)
             return self._stats()
 
     def stats(self) -> dict[str, Any]:
@@ -170,7 +209,7 @@ def start_hosts(
     name: str,
     *,
     space: SearchSpace | Mapping[str, Any],
-    replicas: int = 1,
+    replicas: int | str = 1,
     namespace: str | None = None,
     num_cpus: float = 1,
     num_gpus: float = 0,
@@ -181,13 +220,31 @@ def start_hosts(
 ) -> list[ActorHandle]:
     """Start (or find) named hosts ``f"{name}-{i}"``, ``i < replicas``; replica 0 is primary.
 
-    All replicas share ``checkpoint_path`` (a file on a filesystem every node sees): the
-    primary writes it, the others load it when (re)started and on ``sync_replicas``. With
-    ``get_if_exists`` a host already running under the name is returned as it is. With
-    ``wait`` the call returns once every host has finished loading (errors raise here).
+    ``replicas="per_node"`` starts one replica on each alive node whose resources fit
+    ``num_cpus`` / ``num_gpus``, pinned there (``NodeAffinitySchedulingStrategy``), the
+    driver's node first (it holds the primary); ``get_host`` then routes each caller to
+    the replica on its own node. All replicas use ``checkpoint_path``: the primary writes
+    it, ``sync_replicas`` makes the others load it (copying it to nodes that do not see the
+    primary's file), and each reloads it when restarted. With ``get_if_exists`` a host
+    already running under the name is returned as it is. With ``wait`` the call returns
+    once every host has finished loading (errors raise here).
     """
+    nodes: list[str] = []
+    if replicas == PER_NODE:
+        from raynas.placement import alive_nodes, current_node_id, eligible_nodes
+
+        nodes = eligible_nodes(alive_nodes(), num_cpus=num_cpus, num_gpus=num_gpus,
+                               first=current_node_id())
+        if not nodes:
+            raise ValueError(
+                f"replicas='per_node' found no alive node with {num_cpus} CPU and "
+                f"{num_gpus} GPU for a supernet host; lower num_cpus / num_gpus"
+            )
+        replicas = len(nodes)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
+        raise ValueError(
+            f"replicas must be a positive integer or {PER_NODE!r}, got {replicas!r}"
+        )
     if replicas > 1 and checkpoint_path is None:
         raise ValueError("replicas > 1 share weights through a file: give checkpoint_path")
     path = None if checkpoint_path is None else str(Path(checkpoint_path).expanduser().absolute())
@@ -197,6 +254,12 @@ def start_hosts(
             "name": replica_name(name, i), "get_if_exists": True, "num_cpus": num_cpus,
             "num_gpus": num_gpus, "lifetime": "detached" if detached else None,
         }
+        if nodes:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            # Hard affinity: a replica never doubles up on another node; if its node dies,
+            # callers there die too and the others keep their own replicas.
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(nodes[i], soft=False)
         if namespace is not None:
             options["namespace"] = namespace
         handle = SupernetHost.options(**options).remote(  # type: ignore[attr-defined]
@@ -207,6 +270,8 @@ def start_hosts(
             _HANDLES[(namespace, name, i)] = handle
     with _CACHE_LOCK:
         _COUNTS[(namespace, name)] = replicas
+        if nodes:
+            _NODES[(namespace, name)] = dict(enumerate(nodes))
     if wait:
         ray.get([h.ready.remote() for h in handles])
     return handles
@@ -247,17 +312,47 @@ def count_replicas(name: str, *, namespace: str | None = None) -> int:
     return n
 
 
+def _worker_key() -> int:
+    """A stable hash of the calling process's Ray worker id (its pid outside Ray)."""
+    worker = ray.get_runtime_context().get_worker_id() if ray.is_initialized() else ""
+    worker = worker or str(os.getpid())
+    return int(hashlib.sha1(worker.encode()).hexdigest(), 16)
+
+
 def pick_replica(replicas: int) -> int:
     """Replica for the calling process: a stable hash of its Ray worker id, mod ``replicas``.
 
     Each Tune trial actor (one worker process, reused across trials) sticks to one replica,
-    and workers spread evenly over replicas. Node locality is not considered.
+    and workers spread evenly over replicas. Node locality is not considered here (see
+    ``replica_nodes`` and ``get_host``).
     """
     if replicas <= 1:
         return 0
-    worker = ray.get_runtime_context().get_worker_id() if ray.is_initialized() else ""
-    worker = worker or str(os.getpid())
-    return int(hashlib.sha1(worker.encode()).hexdigest(), 16) % replicas
+    return _worker_key() % replicas
+
+
+def replica_nodes(
+    name: str, *, replicas: int | None = None, namespace: str | None = None
+) -> dict[int, str]:
+    """Replica index -> Ray node id of a host's replicas (asked once per process, cached).
+
+    Replicas that cannot answer (stopped for good) are left out.
+    """
+    key = (namespace, name)
+    with _CACHE_LOCK:
+        if key in _NODES:
+            return dict(_NODES[key])
+    n = replicas if replicas is not None else count_replicas(name, namespace=namespace)
+    refs = {i: _lookup(name, i, namespace).ready.remote() for i in range(n)}
+    found: dict[int, str] = {}
+    for i, ref in refs.items():
+        try:
+            found[i] = str(ray.get(ref)["node_id"])
+        except ray.exceptions.RayActorError:
+            continue
+    with _CACHE_LOCK:
+        _NODES[key] = found
+    return dict(found)
 
 
 def get_host(
@@ -269,14 +364,22 @@ def get_host(
 ) -> ActorHandle:
     """The handle of a running host, from any process of the cluster (``ray.get_actor``).
 
-    Without ``replica``, ``pick_replica`` chooses among ``replicas`` (counted by name if
-    None). Raises ``ValueError`` if no such host runs.
+    Without ``replica`` it chooses among ``replicas`` (counted by name if None): a replica
+    on the caller's own Ray node when there is one (``replicas="per_node"`` puts one on
+    every node), else any; callers spread over the candidates by a hash of their worker
+    id. Raises ``ValueError`` if no such host runs.
     """
     if replica is None:
         n = replicas if replicas is not None else count_replicas(name, namespace=namespace)
         if n < 1:
             raise ValueError(f"no supernet host named {name!r}-<i>; start it with start_hosts")
-        replica = pick_replica(n)
+        if n == 1:
+            replica = 0
+        else:
+            from raynas.placement import choose_replica, current_node_id
+
+            nodes = replica_nodes(name, replicas=n, namespace=namespace)
+            replica = choose_replica(nodes, n, node_id=current_node_id(), key=_worker_key())
     return _lookup(name, replica, namespace)
 
 
@@ -286,6 +389,7 @@ def forget_host(name: str, *, namespace: str | None = None) -> None:
         for key in [k for k in _HANDLES if k[:2] == (namespace, name)]:
             del _HANDLES[key]
         _COUNTS.pop((namespace, name), None)
+        _NODES.pop((namespace, name), None)
 
 
 def sync_replicas(
@@ -295,12 +399,25 @@ def sync_replicas(
     namespace: str | None = None,
     path: str | None = None,
 ) -> str:
-    """Checkpoint replica 0 (to ``path`` or its own file) and make the others load it."""
+    """Checkpoint replica 0 (to ``path`` or its own file) and make the others load it.
+
+    Replicas on the primary's node read the file; replicas on other nodes receive its
+    bytes through the object store (``install_checkpoint``), so nodes need no shared
+    filesystem for the sync.
+    """
     n = replicas if replicas is not None else count_replicas(name, namespace=namespace)
     primary = get_host(name, replica=0, namespace=namespace)
     written = ray.get(primary.checkpoint.remote(path))
-    others = [get_host(name, replica=i, namespace=namespace) for i in range(1, n)]
-    ray.get([h.load.remote(written) for h in others])
+    nodes = replica_nodes(name, replicas=n, namespace=namespace) if n > 1 else {}
+    same_node = [i for i in range(1, n) if i in nodes and nodes[i] == nodes.get(0)]
+    elsewhere = [i for i in range(1, n) if i not in same_node]
+    refs = [get_host(name, replica=i, namespace=namespace).load.remote(written)
+            for i in same_node]
+    if elsewhere:
+        data = primary.checkpoint_bytes.remote(written)
+        refs += [get_host(name, replica=i, namespace=namespace).install_checkpoint.remote(
+            data, written) for i in elsewhere]
+    ray.get(refs)
     return str(written)
 
 

@@ -55,6 +55,19 @@ def greedy_epsilon(step: int, eps_max: float, eps_steps: int) -> float:
     return eps_max * min(1.0, step / eps_steps) if eps_steps > 0 else eps_max
 
 
+def calibration_batches(n: int, batch_size: int, batches: int, seed: int) -> list[torch.Tensor]:
+    """Indices of the BN calibration batches: fixed by ``seed``, so one arch gets one set of stats.
+
+    Trial processes that fine-tune an extracted path (``raynas.supernet.finetune``) call it
+    with the host's numbers and recalibrate on the very batches the host uses.
+    """
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    return [
+        torch.from_numpy(np.sort(order[i : i + batch_size]))
+        for i in range(0, min(batches * batch_size, n), batch_size)
+    ]
+
+
 def _check_positive(**values: Any) -> None:
     for label, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -192,12 +205,7 @@ class SupernetTrainer:
                 f"got {len(self.y_train)} and {len(self.y_val)} examples"
             )
         self.batches_per_epoch = max(1, len(self.y_train) // self.batch_size)
-        # Calibration batches are fixed by the seed: the same arch always gets the same BN stats.
-        order = np.random.default_rng([self.seed, 1]).permutation(len(self.y_train))
-        self._calib = [
-            torch.from_numpy(np.sort(order[i : i + self.batch_size]))
-            for i in range(0, min(calib * self.batch_size, len(order)), self.batch_size)
-        ]
+        self._calib = calibration_batches(len(self.y_train), self.batch_size, calib, self.seed)
 
     def _train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch of 0-based ``step``: a slice of a per-epoch permutation seeded by the epoch."""
@@ -323,6 +331,29 @@ class SupernetTrainer:
     ) -> list[dict[str, float]]:
         """``evaluate`` of each architecture, in order."""
         return [self.evaluate(a, use_cache=use_cache) for a in archs]
+
+    def extract(self, arch: Arch | str) -> dict[str, Any]:
+        """The path as a stand-alone network: state dict, ``supernet_step`` and ``recipe()``.
+
+        ``state`` (CPU tensors, batch norms recalibrated as ``evaluate`` does) loads into
+        ``space.build_network(arch, num_classes=..., in_channels=...)``; in eval mode that
+        network computes what ``evaluate`` measures (up to float rounding). The supernet's
+        weights and statistics are left as they were.
+        """
+        arch = self._arch(arch)
+        with self._threads(), self._recalibrated(arch):
+            net = self.supernet.extract(arch)  # type: ignore[operator]
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        return {"arch": self.space.to_string(arch), "state": state,
+                "supernet_step": float(self.step), "recipe": self.recipe()}
+
+    def recipe(self) -> dict[str, Any]:
+        """Data spec, split sizes, seeds and SGD settings (primitives) to fine-tune a path."""
+        keys = ("dataset", "data_seed", "train_subset", "val_subset", "seed", "batch_size",
+                "calib_batches", "lr", "momentum", "weight_decay")
+        return {**{k: self._config[k] for k in keys}, "grad_clip": self.grad_clip,
+                "eval_batch_size": self.eval_batch_size, "num_classes": self.num_classes,
+                "in_channels": self.in_channels}
 
     @contextmanager
     def _recalibrated(self, arch: Arch) -> Iterator[None]:
