@@ -86,12 +86,17 @@ def overhead(trials: int, repeats: int, concurrency: int) -> dict[str, float]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             _tune_rate(None, choice, 10, concurrency, Path(tmp))  # warm-up: workers, imports
+            names = list(rates)
             for r in range(repeats):
-                rates["basic"].append(_tune_rate(None, choice, trials, concurrency, Path(tmp)))
-                for name in ("random", "regularized_evolution"):
-                    searcher = create_searcher(name, space, metric="score", mode="max", seed=r)
-                    rates[name].append(_tune_rate(searcher, None, trials, concurrency,
-                                                  Path(tmp)))
+                # Rotate the order each repeat, so drifting machine load hits all alike.
+                for name in names[r % 3:] + names[: r % 3]:
+                    if name == "basic":
+                        rate = _tune_rate(None, choice, trials, concurrency, Path(tmp))
+                    else:
+                        searcher = create_searcher(name, space, metric="score", mode="max",
+                                                   seed=r)
+                        rate = _tune_rate(searcher, None, trials, concurrency, Path(tmp))
+                    rates[name].append(rate)
                 print(f"  repeat {r + 1}: " + ", ".join(
                     f"{k} {v[-1]:.1f}/s" for k, v in rates.items()), flush=True)
     finally:
@@ -174,7 +179,7 @@ def main() -> None:
     add_data_dir_argument(parser)
     parser.add_argument("--trials-per-searcher", type=int, default=100)
     parser.add_argument("--overhead-trials", type=int, default=200)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--delay-s", type=float, nargs="+", default=[0.0, 0.2],
                         help="simulated training seconds per tabular trial (one run each)")

@@ -264,6 +264,7 @@ def run_search(
             shutil.copy(resume.supernet_checkpoint,
                         out_dir / Path(resume.supernet_checkpoint).name)
         _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo, log=resume is None)
+        _check_trial_fits(cfg)
         offset = max((r["trial_index"] or 0 for r in prior), default=0)
         trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name,
                                    parents=searcher_runs, index_offset=offset)
@@ -378,6 +379,37 @@ def run_search(
         finally:
             if started:
                 ray.shutdown()
+
+
+def _check_trial_fits(cfg: ExperimentConfig, *, wait_s: float = 10.0) -> None:
+    """Refuse a trial that can never be placed (Tune would leave it pending forever)."""
+    need = {"CPU": cfg.budget.cpus_per_trial, "GPU": cfg.budget.gpus_per_trial}
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    largest = {k: max(n.get("Resources", {}).get(k, 0.0) for n in nodes) for k in need}
+    for key, amount in need.items():
+        if amount > largest[key]:
+            raise ConfigError(
+                f"config field 'budget.{key.lower()}s_per_trial' is {amount:g}, but no Ray node "
+                f"has that many {key}s (largest: {largest[key]:g})"
+            )
+    if len(nodes) > 1:
+        return  # a cluster may free or add resources; one machine will not
+    deadline = time.monotonic() + wait_s
+    while True:
+        free = ray.available_resources()
+        short = [k for k, amount in need.items() if amount > free.get(k, 0.0) + 1e-9]
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            key = short[0]
+            raise ConfigError(
+                f"a trial needs {need[key]:g} {key} (budget.{key.lower()}s_per_trial) but only "
+                f"{free.get(key, 0.0):g} stay free once the evaluator's actors took theirs "
+                "(e.g. the supernet host's num_cpus): lower one of them"
+            )
+        time.sleep(0.5)
 
 
 def stopped_early(searcher: Searcher, trials: int, budget: int) -> bool:

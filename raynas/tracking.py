@@ -258,6 +258,26 @@ class Tracker:
         for i in range(0, len(items), _MAX_BATCH):
             self._log_batch(run_id, metrics=items[i : i + _MAX_BATCH])
 
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        metrics: Mapping[str, float] | None = None,
+        step: int = 0,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Log metrics (at one step), params and tags together: one write when they fit."""
+        now = _now_ms()
+        m = [[str(k), float(v), now, int(step)] for k, v in (metrics or {}).items()]
+        p = [[str(k), str(v)[:6000]] for k, v in (params or {}).items()]
+        t = [[str(k), str(v)] for k, v in (tags or {}).items()]
+        while m or p or t:
+            pc, tc = p[:_MAX_PARAMS], t[:_MAX_PARAMS]
+            room = _MAX_BATCH - len(pc) - len(tc)  # MLflow caps the entities of one batch
+            self._log_batch(run_id, metrics=m[:room], params=pc, tags=tc)
+            m, p, t = m[room:], p[_MAX_PARAMS:], t[_MAX_PARAMS:]
+
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Set one tag of a run."""
         self._log_batch(run_id, tags=[[str(key), str(value)]])
@@ -324,6 +344,7 @@ class TrialLogger(LoggerCallback):
         self.parents = dict(parents or {})
         self.trial_runs: dict[str, str] = {}
         self.trial_nodes: dict[str, str] = {}  # trial id -> the Ray node id last tagged
+        self._unlogged_params: dict[str, dict[str, Any]] = {}
 
     def log_trial_start(self, trial: Trial) -> None:
         """Create the trial's child run with its architecture as tags and params."""
@@ -348,7 +369,8 @@ class TrialLogger(LoggerCallback):
             tags[TAG_TRIAL_INDEX] = str(int(head) + self.index_offset)
         run_id = self.tracker.create_run(name=str(trial), tags=tags)
         self.trial_runs[trial.trial_id] = run_id
-        self.tracker.log_params(run_id, {**config, "arch": tags[TAG_ARCH]})
+        # Written with the first result (one write per result), or at the end.
+        self._unlogged_params[trial.trial_id] = {**config, "arch": tags[TAG_ARCH]}
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Log a result's numeric metrics at step ``training_iteration``."""
@@ -358,11 +380,13 @@ class TrialLogger(LoggerCallback):
             run_id = self.trial_runs[trial.trial_id]
         step = int(result.get("training_iteration") or iteration)
         metrics = {k: v for k, v in numeric_metrics(result).items() if not math.isinf(v)}
-        self.tracker.log_metrics(run_id, metrics, step=step)
+        tags = {}
         node = result.get(RESULT_NODE_ID)  # a string: numeric_metrics leaves it out
         if isinstance(node, str) and node and self.trial_nodes.get(trial.trial_id) != node:
-            self.tracker.set_tag(run_id, TAG_NODE_ID, node)
+            tags[TAG_NODE_ID] = node
             self.trial_nodes[trial.trial_id] = node
+        self.tracker.log_batch(run_id, metrics=metrics, step=step, tags=tags,
+                               params=self._unlogged_params.pop(trial.trial_id, None))
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
                          **info: Any) -> None:
@@ -375,6 +399,9 @@ class TrialLogger(LoggerCallback):
         """Close the trial's run as FINISHED or FAILED."""
         run_id = self.trial_runs.get(trial.trial_id)
         if run_id is not None:
+            params = self._unlogged_params.pop(trial.trial_id, None)
+            if params:  # a trial that failed before its first result
+                self.tracker.log_params(run_id, params)
             self.tracker.end(run_id, "FAILED" if failed else "FINISHED")
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
