@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -36,9 +38,16 @@ def restore_searcher(
         # were logged before Tune completed it, so it finished.
         for trial in list(plan.interrupted):
             if trial.trial_id in completed and trial.metrics:
-                tracker.end(trial.run_id, "FINISHED")
+                ok = all(math.isfinite(trial.metrics.get(k, math.nan))
+                         for k in plan.objective_keys)
+                closed = replace(trial, status="FINISHED" if ok else "FAILED")
+                tracker.end(trial.run_id, closed.status)
                 plan.interrupted.remove(trial)
-                recorded[trial.trial_id] = trial
+                (plan.finished if ok else plan.failed).append(closed)
+                recorded[trial.trial_id] = closed
+                plan.remaining -= 1  # it spent its budget after all
+                if trial.searcher in plan.remaining_by_searcher:
+                    plan.remaining_by_searcher[trial.searcher] -= 1
         for trial_id in searcher.pending_trial_ids:  # type: ignore[attr-defined]
             trial = recorded.get(trial_id)
             if trial is not None:

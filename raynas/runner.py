@@ -300,7 +300,10 @@ def run_search(
                 run_config=tune.RunConfig(
                     name=cfg.name,
                     storage_path=str(out_dir / "tune"),
-                    callbacks=[trial_logger, printer, checkpointer],
+                    # The checkpoint first: if the driver dies between it and the trial's
+                    # MLflow run being closed, resume finds the trial in the state and
+                    # closes the run as finished, so the searcher's sequence continues.
+                    callbacks=[checkpointer, trial_logger, printer],
                     failure_config=tune.FailureConfig(max_failures=cfg.budget.max_failures),
                     verbose=0,
                 ),
