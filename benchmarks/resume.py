@@ -15,9 +15,9 @@ seed 0, ``tracking.checkpoint_every: 1`` (searcher state logged after every tria
    K + 1 started), and then SIGKILLs the driver and its process group (Ray). A tabular
    trial takes about 0.1-0.2 s, so the kill lands somewhere in trial K + 1's cycle:
    usually while it runs (``recorded_finished`` = K, ``recorded_interrupted`` = 1),
-   sometimes after it finished (K + 1, 0), and then possibly between trial K + 1's
-   FINISHED write and the upload of the searcher state that includes it
-   (``checkpoint_lag`` = 1). The figures below say where each kill landed. Cases:
+   sometimes after it finished (K + 1, 0), and then possibly between the upload of the
+   searcher state that includes trial K + 1 and its run's FINISHED write
+   (``checkpoint_lag`` = -1). The figures below say where each kill landed. Cases:
 
    - ``1000``: budget ``--trials`` + ``--extra`` (1,010), K = ``--trials`` (1,000): a
      search with 1,000 trials recorded in MLflow.
@@ -46,11 +46,11 @@ seed 0, ``tracking.checkpoint_every: 1`` (searcher state logged after every tria
    ``resumed_mismatched_cases`` how many cases differ. ``recorded_finished_<case>_<store>``,
    ``recorded_interrupted_<case>_<store>`` (from the resume's plan line) and
    ``checkpoint_lag_<case>_<store>`` (finished trial runs minus the trials the last logged
-   searcher state had completed) describe the store the resume started from. A lag of 1
-   means the kill fell after the trial logger marked a trial FINISHED and before the
-   checkpoint callback (which runs after it) logged the state including that trial; the
-   resume then tells the searcher that trial without replaying the random draws that
-   proposed it, and the sequence can diverge from the next trial on.
+   searcher state had completed) describe the store the resume started from. The checkpoint
+   callback runs before the trial logger closes a trial's run, so a kill between the two
+   leaves the state one trial ahead of MLflow (lag -1: a RUNNING trial run with its final
+   metrics); the resume closes that run as FINISHED, counts it against the budget and the
+   sequence continues exactly.
 
 The ``server`` store is a real ``mlflow server`` (sqlite backend, proxied artifacts,
 127.0.0.1, a free port, ``--workers 1``) the script starts and stops, one per case.

@@ -335,7 +335,8 @@ class TabularEvaluator(Evaluator):
         self.metric = metric
         if not isinstance(multi_fidelity, bool):
             raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
-        if multi_fidelity and ("val_acc_12ep" not in self.value_columns or metric == "val_acc_12ep"):
+        low = "val_acc_12ep"
+        if multi_fidelity and (low not in self.value_columns or metric == low):
             raise ValueError(
                 "multi_fidelity reports val_acc_12ep first and then the metric column: it needs "
                 f"a val_acc_12ep column and another metric, got metric {metric!r}"

@@ -263,7 +263,7 @@ def run_search(
             # The host loads this file on start and continues from its steps and pool.
             shutil.copy(resume.supernet_checkpoint,
                         out_dir / Path(resume.supernet_checkpoint).name)
-        _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo, log=resume is None)
+        _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo)
         _check_trial_fits(cfg)
         offset = max((r["trial_index"] or 0 for r in prior), default=0)
         trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name,
@@ -433,7 +433,7 @@ def _describe(space: SearchSpace, config: Mapping[str, Any]) -> str:
 
 def _prepare_evaluator(
     cfg: ExperimentConfig, comps: Components, tracker: Tracker, parent: str, out_dir: Path,
-    echo: Callable[[str], None], *, log: bool,
+    echo: Callable[[str], None],
 ) -> None:
     """Run the evaluator's setup (e.g. supernet training), logging progress and artifacts."""
     prep = time.monotonic()

@@ -70,7 +70,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yam
 
 @pytest.mark.data
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_example_configs_build(path: Path, nb201_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_configs_build(
+    path: Path, nb201_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from raynas.config import load_config
     from raynas.runner import build_components
 
