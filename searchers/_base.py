@@ -194,23 +194,11 @@ class NASSearch(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Write the searcher's full state as JSON (never pickle) to ``checkpoint_path``."""
-        directory = os.path.dirname(os.path.abspath(checkpoint_path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".raynas-searcher-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.get_state(), f)
-        os.replace(tmp, checkpoint_path)
+        write_json_atomic(checkpoint_path, self.get_state())
 
     def restore(self, checkpoint_path: str) -> None:
         """Load state written by ``save``; raises ``ValueError`` for a foreign or corrupt file."""
-        try:
-            with open(checkpoint_path) as f:
-                state = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(
-                f"cannot read searcher state {checkpoint_path!r}: {exc}"
-            ) from None
-        self.set_state(state)
+        self.set_state(read_json(checkpoint_path, "searcher state"))
 
     def get_state(self) -> dict[str, Any]:
         """The whole state as JSON-friendly data."""
@@ -379,6 +367,25 @@ class NASSearch(Searcher):
 
 
 _WAIT = object()
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".raynas-state-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def read_json(path: str, what: str) -> Any:
+    """JSON of ``path``; ``ValueError`` naming ``what`` if unreadable or not JSON."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {what} {path!r}: {exc}") from None
 
 
 def _normalise(metric: Any, mode: Any) -> tuple[Any, Any]:

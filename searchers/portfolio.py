@@ -11,17 +11,15 @@ an evaluation. Tune sees a single searcher; trial configs carry the member's lab
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray.tune.search import Searcher
 
+from searchers._base import read_json, write_json_atomic
 from spaces import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -400,21 +398,11 @@ class PortfolioSearch(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Write the state as JSON (never pickle) to ``checkpoint_path``, atomically."""
-        directory = os.path.dirname(os.path.abspath(checkpoint_path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".raynas-portfolio-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.get_state(), f)
-        os.replace(tmp, checkpoint_path)
+        write_json_atomic(checkpoint_path, self.get_state())
 
     def restore(self, checkpoint_path: str) -> None:
         """Load a state written by ``save``."""
-        try:
-            with open(checkpoint_path) as f:
-                state = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read portfolio state {checkpoint_path!r}: {exc}") from None
-        self.set_state(state)
+        self.set_state(read_json(checkpoint_path, "portfolio state"))
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its search algorithm into the experiment folder; the failure
