@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ray.tune.search import Searcher
 
 from raynas.results import recorded_row
-from raynas.resume import RecordedTrial, ResumePlan, mark_interrupted
+from raynas.resume import RecordedTrial, ResumePlan, mark_interrupted, replay_into
 from raynas.tracking import Tracker
 from searchers import NASSearch
 from searchers.portfolio import PortfolioSearch
@@ -59,9 +60,8 @@ def restore_searcher(
                 searcher.on_trial_complete(trial_id, None, error=True)
         known = set(searcher.completed_trial_ids)  # type: ignore[attr-defined]
     mark_interrupted(tracker.client, plan)
-    for trial in sorted(recorded.values(), key=lambda t: t.trial_index):
-        if trial.trial_id not in known:
-            tell(searcher, trial, own=True)
+    tell(searcher, [t for t in sorted(recorded.values(), key=lambda t: t.trial_index)
+                    if t.trial_id not in known], own=True)
     if isinstance(searcher, NASSearch):
         searcher.max_trials = None  # Tune's num_samples holds the remaining budget
     return [recorded_row(t, space)
@@ -75,17 +75,18 @@ def saved_state(searcher: Searcher, plan: ResumePlan) -> dict[str, Any] | None:
     return next(iter(plan.searcher_states.values()), None)
 
 
-def tell(searcher: Searcher, trial: RecordedTrial, *, own: bool) -> None:
-    """Tell a searcher of one recorded trial (``own``: it ran for this search's budget)."""
-    error = trial.status != "FINISHED"
-    result = {} if error else dict(trial.metrics)
-    if isinstance(searcher, PortfolioSearch):
-        label = trial.searcher if own and trial.searcher in searcher.members else None
-        searcher.add_evaluated_point(dict(trial.config), result, error, label=label)
+def tell(searcher: Searcher, trials: Sequence[RecordedTrial], *, own: bool) -> None:
+    """Tell a searcher of recorded trials (``own``: they ran for this search's budget).
+
+    A single searcher learns them through ``raynas.resume.replay_into`` (trials it already
+    knows, or lacking its objectives, are skipped); a portfolio counts its own trials against
+    the member that ran them and shares every result with its members.
+    """
+    if not isinstance(searcher, PortfolioSearch):
+        replay_into(searcher, trials)  # type: ignore[arg-type]
         return
-    assert isinstance(searcher, NASSearch)
-    if not error and any(k not in trial.metrics for k in searcher.objectives.keys):
-        return  # recorded under other objectives (a warm start): nothing to learn
-    if not own and searcher.is_seen(searcher.space.from_string(trial.arch)):
-        return  # a warm start does not override what this search already knows
-    searcher.add_evaluated_point(dict(trial.config), result, error=error)  # type: ignore[arg-type]
+    for trial in trials:
+        error = trial.status != "FINISHED"
+        label = trial.searcher if own and trial.searcher in searcher.members else None
+        searcher.add_evaluated_point(dict(trial.config), {} if error else dict(trial.metrics),
+                                     error, label=label)

@@ -247,8 +247,7 @@ def run_search(
         if resume is not None:
             prior = restore_searcher(comps.searcher, comps.space, resume, tracker)
             budget = resume.remaining
-        for trial in warm_start:
-            tell(comps.searcher, trial, own=False)
+        tell(comps.searcher, warm_start, own=False)
         what = "portfolio " + ", ".join(labels) if cfg.portfolio else cfg.searcher.name
         echo(
             f"raynas: {'resuming' if resume else 'searching'} {comps.space.name} with {what} "
