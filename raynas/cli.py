@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         "resume", help="continue a search from what MLflow recorded, until its budget"
     )
     resume.add_argument("run_id", metavar="RUN_ID", help="the search's MLflow (parent) run id")
+    resume.add_argument("--spool", metavar="PATH",
+                        help="first write this MLflow spool (left by a tracking outage) "
+                        "into the store")
     _common_run_options(resume)
 
     demo = sub.add_parser("demo", help="run the bundled demo search (local Ray, sqlite MLflow)")
@@ -154,8 +157,15 @@ def _resume(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     uri = uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    run_id = args.run_id
+    if args.spool:
+        from raynas.tracking import replay_spool
+
+        mapping = replay_spool(args.spool, uri)
+        run_id = mapping.get(run_id, run_id)  # a run created during the outage
+        print(f"raynas: spool {args.spool} written to {uri} ({len(mapping)} runs created)")
     with tempfile.TemporaryDirectory(prefix="raynas-resume-") as tmp:
-        plan = load_resume_plan(uri, args.run_id, dest_dir=tmp)
+        plan = load_resume_plan(uri, run_id, dest_dir=tmp)
         for warning in plan.warnings:
             print(f"raynas: warning: {warning}", file=sys.stderr)
         print(

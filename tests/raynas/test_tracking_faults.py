@@ -381,7 +381,8 @@ def test_search_survives_a_30s_server_outage(
 @pytest.mark.ray
 @pytest.mark.data
 def test_search_stops_after_max_outage_and_the_spool_recovers_it(
-    mlflow_server: MlflowServer, tmp_path: Path, nb201_dir: Path, cli_process: list
+    mlflow_server: MlflowServer, tmp_path: Path, nb201_dir: Path, cli_process: list,
+    ray_session: None,
 ) -> None:
     config = _search_config(tmp_path, nb201_dir, mlflow_server.uri, 120, max_outage_s=3)
     proc = _start_cli(config, tmp_path)
@@ -421,3 +422,14 @@ def test_search_stops_after_max_outage_and_the_spool_recovers_it(
     # A second replay changes nothing.
     assert replay_spool(spool, mlflow_server.uri) == ids
     assert len(_trial_children(client)[1]) == len(children)
+    # The command the error printed finishes the search (the spool is written already).
+    from raynas.cli import main
+
+    command = last.split("`")[1].split()
+    assert command[:2] == ["raynas", "resume"]
+    assert main([*command[1:], "--tracking-uri", mlflow_server.uri]) == 0
+    parent, children = _trial_children(client)
+    assert parent.info.status == "FINISHED"
+    assert sum(c.info.status == "FINISHED" for c in children) == 120
+    assert len({c.data.tags["raynas.canonical"] for c in children
+                if c.info.status == "FINISHED"}) == 120
