@@ -8,7 +8,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
@@ -16,6 +15,9 @@ from raynas.config import ConfigError, parse_config
 from raynas.schedulers import create_scheduler
 from raynas.tracking import TAG_ROLE, TAG_SEARCHER
 from searchers.random_search import RandomSearch
+
+from ._store import runs as store_runs
+from ._store import write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.data]
 
@@ -27,18 +29,6 @@ class ExplodingSearch(RandomSearch):
         if self.num_suggested == 4:
             raise RuntimeError("bug in the plug-in searcher")
         return super().suggest(trial_id)
-
-
-def _runs(uri: str) -> list[Any]:
-    client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(ids, max_results=5000)
-
-
-def _run(tmp_path: Path, config: dict[str, Any]) -> int:
-    path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return main(["run", str(path)])
 
 
 def _base(tmp_path: Path, nb201_dir: Path, **extra: Any) -> dict[str, Any]:
@@ -60,10 +50,10 @@ def test_two_searchers_nest_searcher_and_trial_runs(tmp_path, nb201_dir, ray_ses
         {"name": "regularized_evolution", "trials": 14, "label": "evo", "population_size": 5},
         {"name": "random", "trials": 10, "share": False},
     ])
-    assert _run(tmp_path, config) == 0
+    assert main(["run", str(write_config(tmp_path, config))]) == 0
     out = capsys.readouterr().out
     assert "searcher evo: 14 evaluated" in out and "searcher random: 10 evaluated" in out
-    runs = _runs(config["tracking"]["uri"])
+    runs = store_runs(config["tracking"]["uri"])
     by_id = {r.info.run_id: r for r in runs}
     parent = next(r for r in runs if r.data.tags.get(TAG_ROLE) == "search")
     members = {r.data.tags[TAG_SEARCHER]: r for r in runs
@@ -93,10 +83,10 @@ def test_crashing_searcher_leaves_the_other_finished(tmp_path, nb201_dir, ray_se
         {"name": f"{__name__}:ExplodingSearch", "trials": 12, "label": "buggy"},
         {"name": "regularized_evolution", "trials": 12, "label": "evo", "population_size": 4},
     ])
-    assert _run(tmp_path, config) == 0
+    assert main(["run", str(write_config(tmp_path, config))]) == 0
     out = capsys.readouterr().out
     assert "searcher 'buggy' failed" in out and "bug in the plug-in searcher" in out
-    runs = _runs(config["tracking"]["uri"])
+    runs = store_runs(config["tracking"]["uri"])
     members = {r.data.tags[TAG_SEARCHER]: r for r in runs
                if r.data.tags.get(TAG_ROLE) == "searcher"}
     assert members["buggy"].info.status == "FAILED"
@@ -118,8 +108,8 @@ def test_asha_stops_trials_at_the_12_epoch_rung(tmp_path, nb201_dir, ray_session
                    "reduction_factor": 4},
         budget={"trials": 24, "concurrency": 2},
     )
-    assert _run(tmp_path, config) == 0
-    runs = _runs(config["tracking"]["uri"])
+    assert main(["run", str(write_config(tmp_path, config))]) == 0
+    runs = store_runs(config["tracking"]["uri"])
     trials = [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
     assert len(trials) == 24
     client = MlflowClient(config["tracking"]["uri"])

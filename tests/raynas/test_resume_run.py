@@ -18,26 +18,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
-from raynas.tracking import TAG_CANONICAL, TAG_ROLE
+from raynas.tracking import TAG_CANONICAL
+
+from ._store import runs, search_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.data]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _trial_runs(uri: str) -> list[Any]:
-    client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, max_results=5000)
-    return [r for r in runs if r.data.tags.get(TAG_ROLE) == "trial"]
-
-
-def _search_run(uri: str) -> Any:
-    client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, max_results=5000)
-    (parent,) = [r for r in runs if r.data.tags.get(TAG_ROLE) == "search"]
-    return parent
 
 
 def _config(tmp_path: Path, nb201_dir: Path, **extra: Any) -> dict[str, Any]:
@@ -99,7 +86,7 @@ def _wait_for_finished(
         # Two processes creating one sqlite store race in its migrations: wait for the
         # driver's first line, printed once its parent run exists.
         if any(line.startswith("raynas: searching") for line in lines):
-            if sum(r.info.status == "FINISHED" for r in _trial_runs(uri)) >= count:
+            if sum(r.info.status == "FINISHED" for r in runs(uri, "trial")) >= count:
                 return lines
         time.sleep(0.5)
     raise AssertionError(f"fewer than {count} trials finished in {timeout} s")
@@ -114,17 +101,17 @@ def test_sigkill_then_resume_finishes_the_budget(tmp_path, nb201_dir, driver,
     _wait_for_finished(uri, 14, proc, timeout=240)
     os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-search
     proc.wait(timeout=30)
-    before = _trial_runs(uri)
+    before = runs(uri, "trial")
     finished_before = {r.data.tags[TAG_CANONICAL] for r in before if r.info.status == "FINISHED"}
     assert 14 <= len(finished_before) < 36
-    parent = _search_run(uri)
+    parent = search_run(uri)
     assert parent.info.status == "RUNNING"  # nobody closed it
 
     assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert f"run {parent.info.run_id}:" in out and "to run" in out
 
-    after = _trial_runs(uri)
+    after = runs(uri, "trial")
     finished = [r for r in after if r.info.status == "FINISHED"]
     canon = Counter(r.data.tags[TAG_CANONICAL] for r in finished)
     assert len(canon) == 36  # distinct evaluated architectures == the budget
@@ -132,7 +119,7 @@ def test_sigkill_then_resume_finishes_the_budget(tmp_path, nb201_dir, driver,
     assert finished_before <= set(canon)
     # trials that were running at the kill are closed as KILLED, not left RUNNING
     assert all(r.info.status in ("FINISHED", "KILLED") for r in after)
-    parent = _search_run(uri)
+    parent = search_run(uri)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["num_trials"] == 36
     tables = sorted((tmp_path / "out").rglob("trials.parquet"))
@@ -148,7 +135,7 @@ def test_resume_of_a_finished_run_says_nothing_to_do(tmp_path, nb201_dir, ray_se
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["run", str(path)]) == 0
-    run_id = _search_run(config["tracking"]["uri"]).info.run_id
+    run_id = search_run(config["tracking"]["uri"]).info.run_id
     capsys.readouterr()
     assert main(["resume", run_id, "--tracking-uri", config["tracking"]["uri"]]) == 2
     err = capsys.readouterr().err.strip()
@@ -172,17 +159,17 @@ def test_ctrl_c_then_resume_continues_each_portfolio_member(tmp_path, nb201_dir,
     lines = _wait_for_finished(uri, 7, proc, timeout=240)
     proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune stops its trials, raynas records KILLED
     assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
-    parent = _search_run(uri)
+    parent = search_run(uri)
     assert parent.info.status == "KILLED"
-    finished_before = sum(r.info.status == "FINISHED" for r in _trial_runs(uri))
+    finished_before = sum(r.info.status == "FINISHED" for r in runs(uri, "trial"))
     assert finished_before < 22
     assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert "searcher evo: 12 evaluated" in out and "searcher random: 10 evaluated" in out
-    finished = [r for r in _trial_runs(uri) if r.info.status == "FINISHED"]
+    finished = [r for r in runs(uri, "trial") if r.info.status == "FINISHED"]
     assert Counter(r.data.tags["raynas.searcher"] for r in finished) == {"evo": 12, "random": 10}
     assert max(Counter(r.data.tags[TAG_CANONICAL] for r in finished).values()) == 1
-    assert _search_run(uri).info.status == "FINISHED"
+    assert search_run(uri).info.status == "FINISHED"
 
 
 def test_warm_start_seeds_a_new_search(tmp_path, nb201_dir, ray_session, capsys) -> None:
@@ -191,16 +178,16 @@ def test_warm_start_seeds_a_new_search(tmp_path, nb201_dir, ray_session, capsys)
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump(first))
     assert main(["run", str(path)]) == 0
-    old = _search_run(first["tracking"]["uri"]).info.run_id
-    old_archs = {r.data.tags[TAG_CANONICAL] for r in _trial_runs(first["tracking"]["uri"])}
+    old = search_run(first["tracking"]["uri"]).info.run_id
+    old_archs = {r.data.tags[TAG_CANONICAL] for r in runs(first["tracking"]["uri"], "trial")}
     second = {**first, "name": "warm", "searcher": {"name": "reinforce"}}
     path = tmp_path / "b.yaml"
     path.write_text(yaml.safe_dump(second))
     capsys.readouterr()
     assert main(["run", str(path), "--warm-start", old]) == 0
     assert "warm start from 12 trials" in capsys.readouterr().out
-    runs = _trial_runs(first["tracking"]["uri"])
-    new = [r for r in runs if r.data.tags[TAG_CANONICAL] not in old_archs]
+    trials = runs(first["tracking"]["uri"], "trial")
+    new = [r for r in trials if r.data.tags[TAG_CANONICAL] not in old_archs]
     # the warm-started searcher proposes none of the architectures it was told about
     assert len(new) == 12
 
@@ -227,20 +214,20 @@ def test_trial_closed_after_the_checkpoint_counts_once_and_sequence_continues(
     assert main(["run", str(path)]) == 0
     uri = short["tracking"]["uri"]
     client = MlflowClient(uri)
-    parent = _search_run(uri).info.run_id
-    last = max(_trial_runs(uri), key=lambda r: int(r.data.tags["raynas.trial_index"]))
+    parent = search_run(uri).info.run_id
+    last = max(runs(uri, "trial"), key=lambda r: int(r.data.tags["raynas.trial_index"]))
     client.update_run(last.info.run_id, status="RUNNING")
     client.update_run(parent, status="KILLED")
     client.log_text(parent, yaml.safe_dump({**short, "budget": {"trials": 12,
                                                                 "concurrency": 1}}),
                     "config.yaml")
     assert main(["resume", parent, "--tracking-uri", uri]) == 0
-    runs = _trial_runs(uri)
+    trials = runs(uri, "trial")
     assert client.get_run(last.info.run_id).info.status == "FINISHED"
-    assert sum(r.info.status == "FINISHED" for r in runs) == 12 and len(runs) == 12
+    assert sum(r.info.status == "FINISHED" for r in trials) == 12 and len(trials) == 12
 
     def sequence(u: str) -> list[str]:
-        rows = sorted(_trial_runs(u), key=lambda r: int(r.data.tags["raynas.trial_index"]))
+        rows = sorted(runs(u, "trial"), key=lambda r: int(r.data.tags["raynas.trial_index"]))
         return [r.data.tags["raynas.arch"] for r in rows]
 
     assert sequence(uri) == sequence(full["tracking"]["uri"])

@@ -8,16 +8,14 @@ import signal
 import threading
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from mlflow.tracking import MlflowClient
 
 from raynas.cli import main
-from raynas.tracking import TAG_ROLE
+
+from ._store import runs as store_runs
+from ._store import write_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.data]
 
@@ -53,19 +51,6 @@ def _trial_workers() -> list[int]:
     return found
 
 
-def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
-    path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _trial_runs(uri: str) -> list[Any]:
-    client = MlflowClient(uri)
-    ids = [e.experiment_id for e in client.search_experiments()]
-    return [r for r in client.search_runs(ids, max_results=1000)
-            if r.data.tags.get(TAG_ROLE) == "trial"]
-
-
 @pytest.mark.slow
 def test_killed_trial_worker_is_retried(tmp_path, nb201_dir, ray_session) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -92,12 +77,12 @@ def test_killed_trial_worker_is_retried(tmp_path, nb201_dir, ray_session) -> Non
 
     killer = threading.Thread(target=kill_one, daemon=True)
     killer.start()
-    assert main(["run", str(_write(tmp_path, config))]) == 0
+    assert main(["run", str(write_config(tmp_path, config))]) == 0
     killer.join(timeout=5)
     assert killed, "no trial worker was found to kill"
     table = pq.read_table(next((tmp_path / "out").rglob("trials.parquet"))).to_pylist()
     assert len(table) == 6 and all(r["status"] == "OK" for r in table)
-    runs = _trial_runs(uri)
+    runs = store_runs(uri, "trial")
     assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
     assert sorted(r.data.tags.get("raynas.retries", "0") for r in runs) == ["0"] * 5 + ["1"]
 
@@ -121,13 +106,13 @@ def test_raising_trials_are_retried_then_recorded(tmp_path, nb201_dir, ray_sessi
         "tracking": {"uri": uri},
         "output_dir": str(tmp_path / "out"),
     }
-    assert main(["run", str(_write(tmp_path, config))]) == 0
+    assert main(["run", str(write_config(tmp_path, config))]) == 0
     assert "ERROR" in capsys.readouterr().out
     table = pq.read_table(next((tmp_path / "out").rglob("trials.parquet"))).to_pylist()
     status = Counter(r["status"] for r in table)
     assert status["ERROR"] > 0 and status["OK"] > 0 and len(table) == 12
     assert all("is not in table" in r["error"] for r in table if r["status"] == "ERROR")
-    runs = _trial_runs(uri)
+    runs = store_runs(uri, "trial")
     assert Counter(r.info.status for r in runs) == {"FINISHED": status["OK"],
                                                     "FAILED": status["ERROR"]}
     # Tune retried each failing trial once (max_failures: 1) before recording it
