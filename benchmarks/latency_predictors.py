@@ -10,7 +10,12 @@ Parts:
      layer-wise table on this CPU, then time 100 random real networks of the space (plus
      10 for the table's scale calibration) and compare; each network is timed twice
      (``retest``) to show how repeatable the measurements themselves are on this machine;
-  3. service: predictions per second through the ``LatencyService`` actor (NB201 model,
+  3. ceiling: how close to the measurements any predictor can get on each device: the
+     MLP and a histogram gradient-boosting model trained on 12,000 of the 15,625
+     architectures (12x the target's budget), within +-10% on the other 3,625 and on their
+     own training set; a device whose ceiling is below 90% has measurement noise no
+     predictor trained on its table can remove;
+  4. service: predictions per second through the ``LatencyService`` actor (NB201 model,
      precomputed; MobileNet table, new and repeated architectures) at batch 1, 64, 1,024.
 
 Usage:
@@ -57,6 +62,7 @@ GBM_SIZES = (100, 1000)
 LUT_SPACES = {"nb201": {}, "mobilenet": {"resolution": 128}}
 CALIBRATION_ARCHS = 10
 BATCHES = (1, 64, 1024)
+CEILING_TRAIN = 12_000
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,8 +70,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_data_dir_argument(p)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "latency.json")
-    p.add_argument("--parts", default="learned,lut,service",
-                   help="comma-separated subset of learned, lut, service")
+    p.add_argument("--parts", default="learned,ceiling,lut,service",
+                   help="comma-separated subset of learned, ceiling, lut, service")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=3, help="MLPs averaged per predictor")
     p.add_argument("--lut-archs", type=int, default=100, help="networks timed per space")
@@ -124,6 +130,42 @@ def learned(table: Path, args: argparse.Namespace, model_dir: Path):
                 rows.append([device, n, "gbm", gbm["rmse"], gbm["spearman"],
                              gbm["within10pct"], time.perf_counter() - start])
             logger.info("%s n=%d: %s", device, n, row)
+    return figures, rows
+
+
+# --------------------------------------------------------------------------- 3. ceiling
+def ceiling(table: Path, args: argparse.Namespace):
+    """Part 3: within +-10% of predictors trained on 12,000 architectures, per device."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    space = create_space("nb201")
+    header = table.read_text().split("\n", 1)[0].split(",")
+    devices = [c for c in header if c not in ("index", "arch_str")]
+    if args.quick:
+        devices = devices[:2]
+    figures: dict[str, float] = {"ceiling_train_archs": CEILING_TRAIN}
+    rows = []
+    for device in devices:
+        archs, y = read_latency_table(table, device)
+        perm = np.random.default_rng(args.seed).permutation(len(archs))
+        train, test = perm[:CEILING_TRAIN], perm[CEILING_TRAIN:]
+        tr_archs, te_archs = [archs[i] for i in train], [archs[i] for i in test]
+        enc = ArchEncoder(space)
+        x_tr, x_te = one_hot(space, enc.encode(tr_archs)), one_hot(space, enc.encode(te_archs))
+        gbm = HistGradientBoostingRegressor(max_iter=1000, learning_rate=0.05,
+                                            max_leaf_nodes=63, random_state=args.seed)
+        gbm.fit(x_tr, np.log(y[train]))
+        fits = {"gbm": (np.exp(gbm.predict(x_te)), np.exp(gbm.predict(x_tr)))}
+        mlp = LatencyMLP(space, device=device, ensemble=args.ensemble, seed=args.seed)
+        mlp.fit(tr_archs, y[train], epochs=30 if args.quick else 100)
+        fits["mlp"] = (mlp.predict(te_archs), mlp.predict(tr_archs))
+        for name, (held_out, in_sample) in fits.items():
+            held = latency_stats(held_out, y[test])["within10pct"]
+            fit = latency_stats(in_sample, y[train])["within10pct"]
+            figures[f"ceiling_{name}_within10pct_{device}"] = held
+            figures[f"ceiling_{name}_train_within10pct_{device}"] = fit
+            rows.append([device, name, held, fit])
+        logger.info("%s ceiling: %s", device, rows[-2:])
     return figures, rows
 
 
@@ -261,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     parts = set(args.parts.split(","))
-    unknown = parts - {"learned", "lut", "service"}
+    unknown = parts - {"learned", "ceiling", "lut", "service"}
     if unknown:
         raise SystemExit(f"error: unknown part(s) {sorted(unknown)}")
     table = require_file(args.data_dir / "latency_ms.csv")
@@ -276,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nlearned predictors on latency_ms.csv (train on n, test on the rest)")
             print_table(rows, ["device", "n", "model", "rmse_ms", "spearman", "within10pct",
                                "fit_s"])
+        if "ceiling" in parts:
+            part, rows = ceiling(table, args)
+            figures.update(part)
+            print(f"\nceiling: predictors trained on {CEILING_TRAIN} architectures, "
+                  "within +-10% on the rest and on their own training set")
+            print_table(rows, ["device", "model", "within10pct_held_out", "within10pct_train"])
         if "lut" in parts:
             part, rows = lut(args)
             figures.update(part)
