@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from spaces._base import positive_int
 logger = logging.getLogger(__name__)
 
 POLICIES = ("factorized", "lstm")
+REWARDS = ("rank", "raw")
 # Per-policy defaults, chosen by best-by-validation accuracy after 300 queries on the
 # NAS-Bench-201 CIFAR-10 table (seeds 1000-1029). The few independent factorized logits
 # take large Adam steps; the LSTM shares its weights across decisions, so it takes small
@@ -34,6 +36,12 @@ def inverse_cdf(probs: np.ndarray, u: float) -> int:
     """Categorical draw from a uniform ``u`` in [0, 1): the first index whose CDF exceeds it."""
     cdf = np.cumsum(probs)
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(cdf) - 1))
+
+
+def mid_rank(ordered: Sequence[float], x: float) -> float:
+    """Where ``x`` falls among the sorted ``ordered`` values, in [0, 1]: ties count half."""
+    below = bisect.bisect_left(ordered, x)
+    return (below + bisect.bisect_right(ordered, x)) / 2 / len(ordered)
 
 
 def welford(stats: Sequence[float], x: float) -> list[float]:
@@ -229,9 +237,15 @@ class ReinforceSearch(NASSearch):
     slightly flattened policy, so a peaked policy moves on to its next most likely unseen
     architectures. Each successful result performs one policy-gradient (Adam) step on
     ``-(advantage * log p(arch) + entropy_weight * entropy)``; the advantage is
-    ``score - baseline``, divided by the running standard deviation of the scores
+    ``reward - baseline``, divided by the running standard deviation of the rewards
     (``normalize_rewards``), and the baseline is an exponential moving average of the
-    scores (``baseline_decay``), updated after the step. Results may arrive late and in
+    rewards (``baseline_decay``), updated after the step. With ``reward="rank"`` (the
+    default) the reward is the score's rank among all successful scores so far, scaled to
+    [0, 1]; ``"raw"`` uses the score itself. Ranks keep a few broken architectures (NB201's
+    cells with no path score 10%) from inflating the scale and drowning the differences
+    between good ones: on the NAS-Bench-201 table (seeds 1000-1059, not the benchmark's)
+    the mean test accuracy of the returned architecture after 100 queries rose from 93.94
+    to 94.12, after 300 from 94.24 to 94.29. Results may arrive late and in
     any order, as with the papers' asynchronous workers; failed trials teach nothing.
     Results told with ``add_evaluated_point`` train the controller too (pre-training on
     recorded rewards).
@@ -267,7 +281,8 @@ class ReinforceSearch(NASSearch):
         temperature: logits are divided by it, > 0; default 1 (factorized) or 5 (lstm).
         tanh_constant: logits ``x`` become ``tanh_constant * tanh(x)``; 0 turns that off;
             default 0 (factorized) or 2.5 (lstm).
-        normalize_rewards: divide advantages by the running standard deviation of scores.
+        normalize_rewards: divide advantages by the running standard deviation of rewards.
+        reward: ``"rank"`` (the score's rank among those seen, in [0, 1]) or ``"raw"``.
         **kwargs: ``metric``, ``mode``, ``seed``, ``max_trials`` and the rest of
             ``NASSearch``'s options.
     """
@@ -284,10 +299,13 @@ class ReinforceSearch(NASSearch):
         temperature: float | None = None,
         tanh_constant: float | None = None,
         normalize_rewards: bool = True,
+        reward: str = "rank",
         **kwargs: Any,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
         if not isinstance(normalize_rewards, bool):
             raise ValueError(f"normalize_rewards must be True or False, got {normalize_rewards!r}")
         default = POLICY_DEFAULTS[policy]
@@ -312,12 +330,14 @@ class ReinforceSearch(NASSearch):
                 open_low=False,
             ),
             "normalize_rewards": normalize_rewards,
+            "reward": reward,
         }
         super().__init__(space, **kwargs)
         self.options = options
         self._controller = _Controller(space.dims, options, int(self._rng.integers(2**31)))
         self._baseline: float | None = None
-        self._stats = [0.0, 0.0, 0.0]  # count, mean, m2 of the successful scores
+        self._stats = [0.0, 0.0, 0.0]  # count, mean, m2 of the rewards
+        self._scores: list[float] = []  # successful scores, sorted (for rank rewards)
         self._vectors: dict[str, list[int]] = {}  # suggested, not yet observed
         self._misses = 0  # proposals already seen, in the current suggest
 
@@ -349,7 +369,10 @@ class ReinforceSearch(NASSearch):
         self._controller.update(vector, advantage, self.options["entropy_weight"])
 
     def _advantage(self, score: float) -> float:
-        """``(score - baseline) / std``, then the baseline and the statistics move on."""
+        """``(reward - baseline) / std``, then the baseline and the statistics move on."""
+        if self.options["reward"] == "rank":
+            bisect.insort(self._scores, score)
+            score = mid_rank(self._scores, score)
         self._stats = welford(self._stats, score)
         if self._baseline is None:
             self._baseline = score
@@ -384,11 +407,13 @@ class ReinforceSearch(NASSearch):
             "controller": self._controller.get_state(),
             "baseline": self._baseline,
             "reward_stats": list(self._stats),
+            "scores": list(self._scores),
             "vectors": {text: list(v) for text, v in self._vectors.items()},
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         options = dict(state["options"])
+        options.setdefault("reward", "raw")  # states saved before rank rewards existed
         if options.get("policy") not in POLICIES:
             raise ValueError(f"unknown policy {options.get('policy')!r}")
         if options != self.options:
@@ -398,4 +423,5 @@ class ReinforceSearch(NASSearch):
         baseline = state["baseline"]
         self._baseline = None if baseline is None else float(baseline)
         self._stats = [float(x) for x in state["reward_stats"]]
+        self._scores = sorted(float(x) for x in state.get("scores", []))
         self._vectors = {str(t): [int(i) for i in v] for t, v in state["vectors"].items()}

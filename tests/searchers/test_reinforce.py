@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from searchers import create_searcher
-from searchers.reinforce import ReinforceSearch, inverse_cdf, welford
+from searchers.reinforce import ReinforceSearch, inverse_cdf, mid_rank, welford
 from searchers.testing import METRIC, SearcherConformance, drive
 from spaces import Arch, SearchSpace, create_space
 
@@ -81,6 +81,23 @@ def test_welford_matches_numpy() -> None:
     assert stats[2] / stats[0] == pytest.approx(xs.var())
 
 
+def test_mid_rank() -> None:
+    assert mid_rank([1.0], 1.0) == 0.5
+    assert mid_rank([1.0, 2.0, 3.0, 4.0], 4.0) == 0.875
+    assert mid_rank([1.0, 2.0, 3.0, 4.0], 1.0) == 0.125
+    assert mid_rank([2.0, 2.0], 2.0) == 0.5
+
+
+def test_rank_reward_ignores_the_scale_of_scores() -> None:
+    """Rank rewards: the same updates whatever monotone transform the scores went through."""
+    space = create_space("nb201")
+    plain = drive(make(seed=3), space, 40, score=convs)
+    squashed = drive(make(seed=3), space, 40, score=lambda a: 1000.0 * convs(a) ** 3 - 7)
+    assert plain == squashed
+    raw = drive(make(seed=3, reward="raw"), space, 40, score=lambda a: 1000.0 * convs(a) ** 3)
+    assert raw != plain
+
+
 @pytest.mark.parametrize(
     ("options", "name"),
     [
@@ -94,6 +111,7 @@ def test_welford_matches_numpy() -> None:
         ({"temperature": 0}, "temperature"),
         ({"tanh_constant": -2.5}, "tanh_constant"),
         ({"normalize_rewards": 1}, "normalize_rewards"),
+        ({"reward": "log"}, "reward"),
     ],
 )
 def test_options_validated(options: dict[str, Any], name: str) -> None:
@@ -116,6 +134,7 @@ def test_defaults_per_policy() -> None:
         "temperature": 1.0,
         "tanh_constant": 0.0,
         "normalize_rewards": True,
+        "reward": "rank",
     }
     lstm = create_searcher("reinforce", create_space("nb201"), policy="lstm", seed=0)
     assert isinstance(lstm, ReinforceSearch)
