@@ -36,8 +36,9 @@ class SupernetEvaluator(Evaluator):
     nodes that do not see it), and writes which node each replica runs on. ``evaluate``
     (worker side) finds a host by name, lazily, on its own node when one runs there, and
     asks it for the arch's validation accuracy after BN recalibration: a lookup of about a
-    millisecond plus the evaluation itself, no training per trial. Only names and options
-    are pickled.
+    millisecond plus the evaluation itself, no training per trial. A host runs up to
+    ``concurrency`` evaluations at once (default ``num_cpus``), each on
+    ``num_threads // concurrency`` torch threads. Only names and options are pickled.
 
     Fine-tuning fidelity: with ``finetune_steps > 0`` a trial instead gets the path's
     inherited weights as a stand-alone network (``SupernetHost.extract``: BN recalibrated,
@@ -76,6 +77,7 @@ class SupernetEvaluator(Evaluator):
         num_cpus: float = 1,
         num_gpus: float = 0,
         num_threads: int | None = None,
+        concurrency: int | None = None,
         chunk_steps: int = 50,
         detached: bool = False,
         finetune_steps: int = 0,
@@ -116,6 +118,11 @@ class SupernetEvaluator(Evaluator):
         self.replicas, self.train_steps, self.chunk_steps = replicas, train_steps, chunk_steps
         self.method, self.namespace, self.detached = method, namespace, detached
         self.num_cpus, self.num_gpus, self.num_threads = num_cpus, num_gpus, num_threads
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        self.concurrency = concurrency
         self.dataset = resolve_spec(dataset)  # absolute paths, checked on the driver
         self.trainer_options = dict(trainer_options)
         self.finetune_steps, self.finetune_chunk = finetune_steps, finetune_chunk
@@ -154,8 +161,8 @@ class SupernetEvaluator(Evaluator):
             self.host_name, space=self.space, replicas=self.replicas,
             namespace=self.namespace, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
             detached=self.detached, checkpoint_path=self.checkpoint_path,
-            num_threads=self.num_threads, method=self.method, dataset=self.dataset,
-            **self.trainer_options,
+            num_threads=self.num_threads, concurrency=self.concurrency, method=self.method,
+            dataset=self.dataset, **self.trainer_options,
         )
         import ray
 

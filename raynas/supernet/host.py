@@ -7,11 +7,14 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
+
+from raynas.supernet.rwlock import ReadWriteLock
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -62,13 +65,15 @@ class SupernetHostImpl:
     (``primary=False``) serves evaluations only: it refuses ``train`` and never writes the
     shared checkpoint file, from which it reloads when restarted.
 
-    Concurrency: ``evaluate`` resets, recalibrates and restores the path's batch-norm
-    statistics in the one shared supernet, and ``train`` changes the weights, so no two
-    calls may overlap. The actor is created with Ray's default ``max_concurrency=1``
-    (Ray runs its calls one at a time, in order per caller), and every method also holds
-    ``self._lock``, so even an actor started with ``max_concurrency > 1`` (or this class
-    used from threads) runs one call at a time. Calls from many trials therefore queue;
-    parallel evaluation comes from replicas, each with its own supernet copy.
+    Concurrency: ``start_hosts`` creates the actor with ``max_concurrency=concurrency``
+    (default: its CPUs), so that many evaluations run at once, each on
+    ``threads // concurrency`` torch threads. They cannot disturb each other: an
+    evaluation only reads the supernet's weights and recalibrates the path's batch norms
+    in copies of its own thread (``SupernetTrainer.evaluate``, ``private_bn``). Calls that
+    write the weights or the shared statistics (``train``, ``load``,
+    ``install_checkpoint``, ``extract``, ``checkpoint``) take ``self._lock`` alone
+    (``ReadWriteLock.writing``): they wait for running evaluations to finish, and new
+    ones wait for them. Across nodes, parallel evaluation comes from replicas.
     """
 
     def __init__(
@@ -78,15 +83,21 @@ class SupernetHostImpl:
         checkpoint_path: str | os.PathLike[str] | None = None,
         num_threads: int | None = None,
         primary: bool = True,
+        concurrency: int = 1,
         **trainer_options: Any,
     ) -> None:
         import torch
 
         from raynas.supernet.trainer import SupernetTrainer
 
-        self._lock = threading.Lock()
+        _check_concurrency(concurrency)
+        self._lock = ReadWriteLock()
+        self._busy = threading.Lock()  # in-flight evaluation counters
+        self._in_flight = self.max_in_flight = 0
         self.primary = primary
         self.threads = num_threads or _default_threads()
+        self.concurrency = concurrency
+        self.eval_threads = max(1, self.threads // concurrency)
         # Ray sets OMP_NUM_THREADS=1 in workers; use the CPUs this actor was given.
         torch.set_num_threads(self.threads)
         self.trainer: SupernetTrainer = SupernetTrainer(
@@ -112,7 +123,7 @@ class SupernetHostImpl:
             raise RuntimeError(
                 "this replica serves evaluations only: train replica 0, then sync_replicas"
             )
-        with self._lock:
+        with self._lock.writing(), self._torch_threads(self.threads):
             records = self.trainer.train(steps)
             if checkpoint and self.trainer.checkpoint_path is not None:
                 self.trainer.save()
@@ -120,42 +131,42 @@ class SupernetHostImpl:
 
     def evaluate(self, arch: str, *, use_cache: bool = True) -> dict[str, float]:
         """``val_acc`` (%), ``val_loss`` and ``supernet_step`` of one arch string."""
-        with self._lock:
+        with self._evaluating():
             return self.trainer.evaluate(arch, use_cache=use_cache)
 
     def evaluate_many(
         self, archs: Sequence[str], *, use_cache: bool = True
     ) -> list[dict[str, float]]:
         """``evaluate`` of each arch string, in one call."""
-        with self._lock:
+        with self._evaluating():
             return self.trainer.evaluate_many(archs, use_cache=use_cache)
 
     def extract(self, arch: str) -> dict[str, Any]:
         """The arch's stand-alone network state dict (BN recalibrated), step and data recipe."""
-        with self._lock:
+        with self._lock.writing(), self._torch_threads(self.threads):
             return self.trainer.extract(arch)
 
     def candidate_pool(self, k: int | None = None) -> list[tuple[str, float]]:
         """The ``k`` best pool entries ``(arch_string, loss)``, best first."""
-        with self._lock:
+        with self._lock.reading():
             return self.trainer.candidate_pool(k)
 
     def checkpoint(self, path: str | None = None) -> str:
         """Save the state (to ``checkpoint_path`` if ``path`` is None); return the file."""
         if path is None and not self.primary:
             raise RuntimeError("a non-primary replica writes checkpoints only to a given path")
-        with self._lock:
+        with self._lock.writing():
             return self.trainer.save(path)
 
     def load(self, path: str | None = None) -> dict[str, Any]:
         """Load a checkpoint file (default ``checkpoint_path``); return ``stats()``."""
-        with self._lock:
+        with self._lock.writing():
             self.trainer.load(path)
             return self._stats()
 
     def checkpoint_bytes(self, path: str | None = None) -> bytes:
         """The bytes of a checkpoint file on this replica's node (default ``checkpoint_path``)."""
-        with self._lock:
+        with self._lock.reading():
             source = path or self.trainer.checkpoint_path
             if source is None:
                 raise ValueError("checkpoint_bytes needs a path: pass one or set checkpoint_path")
@@ -168,7 +179,7 @@ class SupernetHostImpl:
         ``path`` (atomically), so a restart on this node reloads it; where ``path`` already
         holds the same bytes (a shared filesystem) nothing is written.
         """
-        with self._lock:
+        with self._lock.writing():
             target = Path(path)
             same = target.is_file() and target.stat().st_size == len(data) and (
                 hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest()
@@ -183,12 +194,38 @@ class SupernetHostImpl:
 
     def stats(self) -> dict[str, Any]:
         """Trainer counters plus whether this process restored a checkpoint or was restarted."""
-        with self._lock:
+        with self._lock.reading():
             return self._stats()
+
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Shared hold of the lock, this thread on ``eval_threads`` torch threads, counted."""
+        with self._lock.reading(), self._torch_threads(self.eval_threads):
+            with self._busy:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                yield
+            finally:
+                with self._busy:
+                    self._in_flight -= 1
+
+    @staticmethod
+    @contextmanager
+    def _torch_threads(n: int) -> Iterator[None]:
+        # Set per call: with OpenMP the count belongs to the calling thread, and Ray runs
+        # concurrent calls on a pool of threads.
+        import torch
+
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        yield
 
     def _stats(self) -> dict[str, Any]:
         out = self.trainer.stats()
-        out.update(restored=self.restored, primary=self.primary, pid=os.getpid())
+        out.update(restored=self.restored, primary=self.primary, pid=os.getpid(),
+                   concurrency=self.concurrency, eval_threads=self.eval_threads,
+                   max_concurrent_evaluations=self.max_in_flight)
         if ray.is_initialized():
             try:
                 with warnings.catch_warnings():  # the property reads a deprecated actor_id
@@ -200,7 +237,13 @@ class SupernetHostImpl:
         return out
 
 
-# Restart on death; retry calls in flight (bounded). max_concurrency stays 1 (see the class).
+def _check_concurrency(concurrency: Any) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+    return concurrency
+
+
+# Restart on death; retry calls in flight (bounded). start_hosts sets max_concurrency.
 SupernetHost = ray.remote(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES)(SupernetHostImpl)
 
 
@@ -216,6 +259,7 @@ def start_hosts(
     detached: bool = False,
     checkpoint_path: str | os.PathLike[str] | None = None,
     wait: bool = True,
+    concurrency: int | None = None,
     **trainer_options: Any,
 ) -> list[ActorHandle]:
     """Start (or find) named hosts ``f"{name}-{i}"``, ``i < replicas``; replica 0 is primary.
@@ -227,8 +271,12 @@ def start_hosts(
     it, ``sync_replicas`` makes the others load it (copying it to nodes that do not see the
     primary's file), and each reloads it when restarted. With ``get_if_exists`` a host
     already running under the name is returned as it is. With ``wait`` the call returns
-    once every host has finished loading (errors raise here).
+    once every host has finished loading (errors raise here). Each host runs up to
+    ``concurrency`` evaluations at once (default: ``num_cpus``, at least 1).
     """
+    concurrency = _check_concurrency(
+        max(1, int(num_cpus)) if concurrency is None else concurrency
+    )
     nodes: list[str] = []
     if replicas == PER_NODE:
         from raynas.placement import alive_nodes, current_node_id, eligible_nodes
@@ -253,6 +301,7 @@ def start_hosts(
         options: dict[str, Any] = {
             "name": replica_name(name, i), "get_if_exists": True, "num_cpus": num_cpus,
             "num_gpus": num_gpus, "lifetime": "detached" if detached else None,
+            "max_concurrency": concurrency,
         }
         if nodes:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -263,7 +312,8 @@ def start_hosts(
         if namespace is not None:
             options["namespace"] = namespace
         handle = SupernetHost.options(**options).remote(  # type: ignore[attr-defined]
-            space, checkpoint_path=path, primary=i == 0, **trainer_options
+            space, checkpoint_path=path, primary=i == 0, concurrency=concurrency,
+            **trainer_options
         )
         handles.append(handle)
         with _CACHE_LOCK:

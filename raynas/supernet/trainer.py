@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from torch import nn
 
 from raynas.data import load_dataset, resolve_spec
 from raynas.supernet.pool import CandidatePool
+from raynas.supernet.private_bn import private_batchnorms, route_batchnorms
 from spaces import Arch, SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
@@ -86,10 +88,11 @@ class SupernetTrainer:
     statistics); accumulates the gradients of the ``greedy_k`` best on the step's training
     batch (each loss divided by k) into one SGD step; and offers those k to the pool.
 
-    ``evaluate`` recalibrates the path's batch norms on ``calib_batches`` fixed training
-    batches (chosen once from ``seed``), measures the validation split, then restores the
-    saved statistics, so evaluation neither changes training state nor depends on what was
-    evaluated before. Steps, RNG states and pool survive ``save`` / ``load``; batches are a
+    ``evaluate`` recalibrates copies of the path's batch norms on ``calib_batches`` fixed
+    training batches (chosen once from ``seed``) and measures the validation split with
+    them, so evaluation neither changes training state nor depends on what was evaluated
+    before, and several threads may evaluate at once. The supernet is in eval mode except
+    inside ``train``. Steps, RNG states and pool survive ``save`` / ``load``; batches are a
     function of the step counter, so a resumed run sees what an uninterrupted one would.
 
     Example:
@@ -175,6 +178,8 @@ class SupernetTrainer:
                 num_classes=self.num_classes, in_channels=self.in_channels
             ).to(self.device)
             self._torch_rng = torch.get_rng_state()
+        route_batchnorms(self.supernet)
+        self.supernet.eval()
         self.optimizer = torch.optim.SGD(
             self.supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay,
             nesterov=momentum > 0,
@@ -187,6 +192,7 @@ class SupernetTrainer:
         self.train_time_s = 0.0
         self.eval_time_s = 0.0
         self._cache: dict[str, dict[str, float]] = {}
+        self._counts = threading.Lock()  # cache and counters, shared by concurrent evaluations
         self._perm: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ data
@@ -252,6 +258,7 @@ class SupernetTrainer:
                 self.step += 1
                 records.append({"step": self.step, **record, "lr": lr})
             self._torch_rng = torch.get_rng_state()
+            self.supernet.eval()
         self.train_time_s += time.perf_counter() - start
         return records
 
@@ -309,21 +316,28 @@ class SupernetTrainer:
 
         Results are cached per arch until the weights change (``train`` / ``load``);
         ``use_cache=False`` recomputes (the numbers are the same).
+
+        Several threads may evaluate at once (with ``num_threads=None``; never while
+        ``train`` or ``load`` runs): the path's batch norms are recalibrated in copies
+        private to the calling thread (``private_bn``), the supernet's weights and buffers
+        are only read, and the cache and counters are updated under a lock.
         """
         arch = self._arch(arch)
         key = self.space.to_string(arch)
-        if use_cache and key in self._cache:
-            self.cache_hits += 1
-            return dict(self._cache[key])
+        with self._counts:
+            if use_cache and key in self._cache:
+                self.cache_hits += 1
+                return dict(self._cache[key])
         start = time.perf_counter()
-        with self._threads(), self._recalibrated(arch):
+        with self._threads(), self._private_recalibration(arch):
             acc, loss = self._validate(arch)
         result = {"val_acc": acc, "val_loss": loss, "supernet_step": float(self.step)}
-        if len(self._cache) >= _CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = dict(result)
-        self.evaluations += 1
-        self.eval_time_s += time.perf_counter() - start
+        with self._counts:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = dict(result)
+            self.evaluations += 1
+            self.eval_time_s += time.perf_counter() - start
         return result
 
     def evaluate_many(
@@ -354,6 +368,27 @@ class SupernetTrainer:
         return {**{k: self._config[k] for k in keys}, "grad_clip": self.grad_clip,
                 "eval_batch_size": self.eval_batch_size, "num_classes": self.num_classes,
                 "in_channels": self.in_channels}
+
+    @contextmanager
+    def _private_recalibration(self, arch: Arch) -> Iterator[None]:
+        """This thread's copies of the path's batch norms, recalibrated; the supernet in eval.
+
+        Nothing shared is written but the supernet's mode: evaluations all want eval mode
+        (the batch norm copies carry their own), and ``train`` sets train mode again.
+        """
+        if self.supernet.training:
+            self.supernet.eval()
+        with private_batchnorms(self.supernet.batchnorms(arch)) as bns:  # type: ignore[operator]
+            for bn in bns:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative average over the calibration batches
+                bn.train()
+            with torch.no_grad():
+                for idx in self._calib:
+                    self.supernet(self.x_train[idx].to(self.device), arch)
+            for bn in bns:
+                bn.eval()
+            yield
 
     @contextmanager
     def _recalibrated(self, arch: Arch) -> Iterator[None]:

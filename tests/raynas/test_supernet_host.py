@@ -36,7 +36,7 @@ def host(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     name = f"test-host-{uuid.uuid4().hex[:6]}"
     path = tmp_path_factory.mktemp("host") / "supernet.pt"
     (handle,) = start_hosts(name, space=SPEC, num_cpus=HOST_CPUS, num_threads=1,
-                            checkpoint_path=path)
+                            checkpoint_path=path, concurrency=2)
     records = ray.get(handle.train.remote(30))
     assert [r["step"] for r in records] == list(range(1, 31))
     assert path.is_file()
@@ -71,6 +71,34 @@ def test_concurrent_evaluations_match_sequential_ones(host: tuple[str, Path]) ->
     assert local.evaluate_many(archs) == sequential
     stats = ray.get(handle.stats.remote())
     assert stats["steps"] == 30 and stats["torch_threads"] == 1 and stats["pool_size"] == 0
+    assert stats["concurrency"] == 2 and stats["eval_threads"] == 1
+    # Two long calls submitted together run side by side in the actor's two threads.
+    many = [handle.evaluate_many.remote(archs * 4, use_cache=False) for _ in range(2)]
+    assert ray.get(many) == [sequential * 4] * 2
+    assert ray.get(handle.stats.remote())["max_concurrent_evaluations"] == 2
+
+
+def test_training_never_overlaps_evaluations(
+    ray_session: None, tmp_path: Path
+) -> None:
+    """Evaluations in flight around a train call give the numbers before or after it."""
+    name = f"test-rw-{uuid.uuid4().hex[:6]}"
+    (handle,) = start_hosts(name, space=SPEC, num_cpus=HOST_CPUS, num_threads=1,
+                            checkpoint_path=tmp_path / "s.pt", concurrency=2)
+    try:
+        ray.get(handle.train.remote(5))
+        archs = _archs(4, seed=7)
+        before = ray.get(handle.evaluate_many.remote(archs, use_cache=False))
+        calls = [handle.evaluate_many.remote(archs, use_cache=False) for _ in range(3)]
+        trained = handle.train.remote(5)
+        calls += [handle.evaluate_many.remote(archs, use_cache=False) for _ in range(3)]
+        ray.get(trained)
+        after = ray.get(handle.evaluate_many.remote(archs, use_cache=False))
+        assert before != after and {r["supernet_step"] for r in after} == {10.0}
+        for result in ray.get(calls):
+            assert result in (before, after)  # never a mix of two weight versions
+    finally:
+        stop_hosts(name, 1)
 
 
 def test_get_host_from_a_task_and_unknown_names(host: tuple[str, Path]) -> None:
