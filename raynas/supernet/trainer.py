@@ -379,16 +379,20 @@ class SupernetTrainer:
         if self.supernet.training:
             self.supernet.eval()
         with private_batchnorms(self.supernet.batchnorms(arch)) as bns:  # type: ignore[operator]
-            for bn in bns:
-                bn.reset_running_stats()
-                bn.momentum = None  # cumulative average over the calibration batches
-                bn.train()
-            with torch.no_grad():
-                for idx in self._calib:
-                    self.supernet(self.x_train[idx].to(self.device), arch)
+            self._calibrate(bns, arch)
             for bn in bns:
                 bn.eval()
             yield
+
+    def _calibrate(self, bns: Sequence[nn.Module], arch: Arch) -> None:
+        """Reset ``bns`` and re-estimate their statistics on the path's calibration batches."""
+        for bn in bns:
+            bn.reset_running_stats()  # type: ignore[operator]
+            bn.momentum = None  # cumulative average over the calibration batches
+            bn.train()
+        with torch.no_grad():
+            for idx in self._calib:
+                self.supernet(self.x_train[idx].to(self.device), arch)
 
     @contextmanager
     def _recalibrated(self, arch: Arch) -> Iterator[None]:
@@ -404,13 +408,7 @@ class SupernetTrainer:
         was_training = self.supernet.training
         try:
             self.supernet.eval()
-            for bn in bns:
-                bn.reset_running_stats()
-                bn.momentum = None  # cumulative average over the calibration batches
-                bn.train()
-            with torch.no_grad():
-                for idx in self._calib:
-                    self.supernet(self.x_train[idx].to(self.device), arch)
+            self._calibrate(bns, arch)
             self.supernet.eval()
             yield
         finally:
