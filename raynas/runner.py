@@ -224,16 +224,7 @@ def run_search(
             ray.shutdown()
         raise
     (out_dir / CONFIG_FILE).write_text(cfg.to_yaml())
-    labels = cfg.searcher_labels
-    if resume is None:
-        parent = tracker.start_search(
-            name=cfg.name,
-            params=flatten(cfg.to_dict()),
-            tags={TAG_SPACE: comps.space.name, TAG_SEARCHER: cfg.searcher.name},
-        )
-    else:
-        parent = resume.run_id
-        tracker.client.update_run(parent, status="RUNNING")
+    parent = _open_parent_run(tracker, cfg, comps, resume)
     status = "FAILED"
     t0 = time.monotonic()
     try:
@@ -248,14 +239,8 @@ def run_search(
             prior = restore_searcher(comps.searcher, comps.space, resume, tracker)
             budget = resume.remaining
         tell(comps.searcher, warm_start, own=False)
-        what = "portfolio " + ", ".join(labels) if cfg.portfolio else cfg.searcher.name
-        echo(
-            f"raynas: {'resuming' if resume else 'searching'} {comps.space.name} with {what} "
-            f"on {cfg.evaluator.name} for {budget} trials ({comps.metric}, {comps.mode}); "
-            f"MLflow run {parent} at {uri}"
-            + (f"; {len(prior)} trials recorded before" if resume is not None else "")
-            + (f"; warm start from {len(warm_start)} trials" if warm_start else "")
-        )
+        _announce(cfg, comps, echo, budget=budget, parent=parent, uri=uri,
+                  prior=len(prior) if resume is not None else None, warm=len(warm_start))
         if isinstance(comps.searcher, PortfolioSearch):
             comps.searcher.on_failure = member_failure(tracker, searcher_runs, echo)
         if resume is not None and resume.supernet_checkpoint is not None:
@@ -274,40 +259,14 @@ def run_search(
             describe=lambda c: _describe(comps.space, c),
             echo=echo,
         )
-        state_path = out_dir / STATE_FILE
         checkpointer = SearcherCheckpoint(
-            comps.searcher, state_path, lambda path: tracker.log_file(parent, path),
+            comps.searcher, out_dir / STATE_FILE, lambda path: tracker.log_file(parent, path),
             cfg.tracking.checkpoint_every,
         )
-        trainable = tune.with_resources(
-            tune.with_parameters(evaluate_trial, space=comps.space, evaluator=comps.evaluator),
-            {"cpu": cfg.budget.cpus_per_trial, "gpu": cfg.budget.gpus_per_trial},
-        )
-        grid = None
-        if budget > 0:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(
-                    search_alg=comps.searcher,
-                    scheduler=create_scheduler(cfg.scheduler),
-                    metric=comps.metric,
-                    mode=comps.mode,
-                    num_samples=budget,
-                    max_concurrent_trials=cfg.budget.concurrency,
-                    reuse_actors=reuse_actors(),
-                ),
-                run_config=tune.RunConfig(
-                    name=cfg.name,
-                    storage_path=str(out_dir / "tune"),
-                    # The checkpoint first: if the driver dies between it and the trial's
-                    # MLflow run being closed, resume finds the trial in the state and
-                    # closes the run as finished, so the searcher's sequence continues.
-                    callbacks=[checkpointer, trial_logger, printer],
-                    failure_config=tune.FailureConfig(max_failures=cfg.budget.max_failures),
-                    verbose=0,
-                ),
-            )
-            grid = tuner.fit()
+        # The checkpoint first: if the driver dies between it and the trial's MLflow run
+        # being closed, resume finds the trial in the state and closes the run as finished,
+        # so the searcher's sequence continues.
+        grid = _fit(cfg, comps, budget, out_dir, [checkpointer, trial_logger, printer])
         wall = time.monotonic() - t0
         new_rows = trial_rows(grid or [], comps.space, comps.metric,
                               trial_logger.trial_runs, index_offset=offset,
@@ -317,29 +276,8 @@ def run_search(
         write_trials(rows, trials_path)
         tracker.log_file(parent, trials_path)
         checkpointer.write()
-        best = best_row(rows, comps.objectives)
-        front = feasible_front(rows, comps.objectives)
-        if front:
-            keys = ["trial_id", "arch", *comps.objectives.keys]
-            tracker.log_text(
-                parent, json.dumps([{k: r.get(k) for k in keys} for r in front], indent=1),
-                "pareto_front.json",
-            )
-        failed = sum(r["status"] != "OK" for r in rows)
-        summary: dict[str, float] = {
-            "num_trials": len(rows), "num_failed": failed, "wall_time_s": wall,
-        }
-        members = finish_members(tracker, comps.searcher, comps.objectives, searcher_runs,
-                                 rows)
-        if members:
-            summary["cache_hits"] = sum(m["cache_hits"] for m in members)
-        if best is not None:
-            summary[f"best_{comps.metric}"] = best[comps.metric]
-            for key in ("test_acc", "test_acc_200ep"):
-                if key in best:
-                    summary[f"best_{key}"] = best[key]
-            tracker.set_tag(parent, "raynas.best_arch", best["arch"])
-        tracker.log_metrics(parent, summary)
+        result = _record_outcome(tracker, parent, uri, comps, rows, searcher_runs, wall,
+                                 trials_path)
         _log_report(tracker, parent, out_dir)
         tracker.flush()  # writes buffered during an outage; raises if the store stays down
         status = "FINISHED"
@@ -348,26 +286,8 @@ def run_search(
             status = "KILLED"
             echo(f"raynas: stopped after {len(rows)} of {cfg.budget.trials} trials; continue "
                  f"with: raynas resume {parent} --tracking-uri {uri}")
-        return SearchResult(
-            parent_run_id=parent,
-            experiment_id=tracker.experiment_id,
-            tracking_uri=uri,
-            metric=comps.metric,
-            mode=comps.mode,
-            best_arch=None if best is None else best["arch"],
-            best_metrics={} if best is None else {
-                k: v for k, v in best.items() if isinstance(v, float)
-            },
-            trials_path=trials_path,
-            num_trials=len(rows),
-            num_failed=failed,
-            wall_time_s=wall,
-            rows=rows,
-            pareto=front,
-            objective_keys=list(comps.objectives.keys),
-            searchers=members,
-            status=status,
-        )
+        result.status = status
+        return result
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -381,6 +301,117 @@ def run_search(
         finally:
             if started:
                 ray.shutdown()
+
+
+def _open_parent_run(
+    tracker: Tracker, cfg: ExperimentConfig, comps: Components, resume: ResumePlan | None
+) -> str:
+    """The search's MLflow parent run: a new one, or the resumed one set running again."""
+    if resume is not None:
+        tracker.client.update_run(resume.run_id, status="RUNNING")
+        return resume.run_id
+    return tracker.start_search(
+        name=cfg.name,
+        params=flatten(cfg.to_dict()),
+        tags={TAG_SPACE: comps.space.name, TAG_SEARCHER: cfg.searcher.name},
+    )
+
+
+def _announce(
+    cfg: ExperimentConfig, comps: Components, echo: Callable[[str], None], *, budget: int,
+    parent: str, uri: str, prior: int | None, warm: int,
+) -> None:
+    """Print the one line that says what the search is about to do and where it records."""
+    what = ("portfolio " + ", ".join(cfg.searcher_labels) if cfg.portfolio
+            else cfg.searcher.name)
+    echo(
+        f"raynas: {'resuming' if prior is not None else 'searching'} {comps.space.name} "
+        f"with {what} on {cfg.evaluator.name} for {budget} trials ({comps.metric}, "
+        f"{comps.mode}); MLflow run {parent} at {uri}"
+        + (f"; {prior} trials recorded before" if prior is not None else "")
+        + (f"; warm start from {warm} trials" if warm else "")
+    )
+
+
+def _fit(
+    cfg: ExperimentConfig, comps: Components, budget: int, out_dir: Path,
+    callbacks: list[Any],
+) -> Any:
+    """Run the trials on Ray Tune; None when no budget is left."""
+    if budget <= 0:
+        return None
+    trainable = tune.with_resources(
+        tune.with_parameters(evaluate_trial, space=comps.space, evaluator=comps.evaluator),
+        {"cpu": cfg.budget.cpus_per_trial, "gpu": cfg.budget.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=comps.searcher,
+            scheduler=create_scheduler(cfg.scheduler),
+            metric=comps.metric,
+            mode=comps.mode,
+            num_samples=budget,
+            max_concurrent_trials=cfg.budget.concurrency,
+            reuse_actors=reuse_actors(),
+        ),
+        run_config=tune.RunConfig(
+            name=cfg.name,
+            storage_path=str(out_dir / "tune"),
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=cfg.budget.max_failures),
+            verbose=0,
+        ),
+    )
+    return tuner.fit()
+
+
+def _record_outcome(
+    tracker: Tracker, parent: str, uri: str, comps: Components, rows: list[dict[str, Any]],
+    searcher_runs: dict[str, str], wall: float, trials_path: Path,
+) -> SearchResult:
+    """Log the Pareto front, per-searcher results and summary metrics; the search's result."""
+    best = best_row(rows, comps.objectives)
+    front = feasible_front(rows, comps.objectives)
+    if front:
+        keys = ["trial_id", "arch", *comps.objectives.keys]
+        tracker.log_text(
+            parent, json.dumps([{k: r.get(k) for k in keys} for r in front], indent=1),
+            "pareto_front.json",
+        )
+    failed = sum(r["status"] != "OK" for r in rows)
+    summary: dict[str, float] = {
+        "num_trials": len(rows), "num_failed": failed, "wall_time_s": wall,
+    }
+    members = finish_members(tracker, comps.searcher, comps.objectives, searcher_runs, rows)
+    if members:
+        summary["cache_hits"] = sum(m["cache_hits"] for m in members)
+    if best is not None:
+        summary[f"best_{comps.metric}"] = best[comps.metric]
+        for key in ("test_acc", "test_acc_200ep"):
+            if key in best:
+                summary[f"best_{key}"] = best[key]
+        tracker.set_tag(parent, "raynas.best_arch", best["arch"])
+    tracker.log_metrics(parent, summary)
+    return SearchResult(
+        parent_run_id=parent,
+        experiment_id=tracker.experiment_id,
+        tracking_uri=uri,
+        metric=comps.metric,
+        mode=comps.mode,
+        best_arch=None if best is None else best["arch"],
+        best_metrics={} if best is None else {
+            k: v for k, v in best.items() if isinstance(v, float)
+        },
+        trials_path=trials_path,
+        num_trials=len(rows),
+        num_failed=failed,
+        wall_time_s=wall,
+        rows=rows,
+        pareto=front,
+        objective_keys=list(comps.objectives.keys),
+        searchers=members,
+    )
 
 
 def _check_trial_fits(cfg: ExperimentConfig, *, wait_s: float = 10.0) -> None:
