@@ -88,10 +88,10 @@ PROXY = "val_acc_12ep"  # the low-fidelity signal that ranks the GreedyNAS candi
 TOP1PCT_TEST = 93.775  # test_acc_200ep at which the top 1% of the 15,625 strings starts
 QUERY_POINTS = (100, 300)
 TOP1PCT_CAP = 2000  # runs not in the top 1% after max(QUERY_POINTS) queries go on to this
-REA_OPTIONS = {"population_size": 20, "sample_size": 5}
+REA_OPTIONS = {"population_size": 20, "tournament_size": 5}
 POOL_SUBSET = 300  # architectures ranked by the proxy before a GreedyNAS run
 POOL_K = 20  # pool entries GreedyNAS keeps: its population size
-GREEDY_OPTIONS = {"population_size": POOL_K, "sample_size": 5, "pool_k": POOL_K}
+GREEDY_OPTIONS = {"population_size": POOL_K, "tournament_size": 5, "pool_k": POOL_K}
 # short name -> (registered searcher, options); every other option at its default
 SEARCHERS: dict[str, tuple[str, dict[str, Any]]] = {
     "random": ("random", {}),
@@ -102,7 +102,7 @@ SEARCHERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 TOP1PCT_SEARCHERS = ("random", "rea")  # searchers whose runs go on to the top-1% cap
 MO_QUERY_POINTS = (300, 1000)
-NSGA2_POP = 20  # NSGA2Search's pop_size and Optuna NSGAIISampler's population_size
+NSGA2_POP = 20  # NSGA2Search's population_size and Optuna NSGAIISampler's population_size
 HV_REF = (-86.93, 36.767)  # (-median val_acc_200ep, max pixel3 ms), issue 4
 TARGET_REA_300 = 94.15
 TARGET_HV = {300: 0.93, 1000: 0.98}
@@ -391,7 +391,7 @@ def multi_objective(
         ["hv_true", f"{hv_true:.4f}", f"ref {HV_REF}", f"{front_size} archs on the true front"]
     ]
     methods: dict[str, Callable[[int], list[str]]] = {
-        "nsga2": lambda s: mo_raynas_run("nsga2", space, data, s, horizon, pop_size=NSGA2_POP),
+        "nsga2": lambda s: mo_raynas_run("nsga2", space, data, s, horizon, population_size=NSGA2_POP),
         "random": lambda s: mo_raynas_run("random", space, data, s, horizon),
     }
     if optuna is not None:

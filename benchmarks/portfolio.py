@@ -41,7 +41,7 @@ from _common import (
 )
 
 SEARCHERS = [
-    {"name": "regularized_evolution", "label": "rea", "population_size": 20, "sample_size": 5},
+    {"name": "regularized_evolution", "label": "rea", "population_size": 20, "tournament_size": 5},
     {"name": "random", "label": "random"},
     {"name": "reinforce", "label": "reinforce"},
 ]

@@ -6,14 +6,15 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from ray.tune.search import Searcher
+from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
 
 from searchers.objectives import Objectives, Outcome, parse_constraints
-from spaces import Arch, SearchSpace
+from spaces import Arch, ParamSpace, SearchSpace, space_from_spec
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +25,30 @@ _SAMPLE_TRIES = 1000
 # Spaces up to this many strings are enumerated to prove exhaustion.
 _ENUMERABLE = 200_000
 
-_NOT_READY = (
-    "{cls} has no {what}: pass metric= and mode= to the searcher (Tune forwards "
-    "TuneConfig(metric=..., mode=...) to a searcher only when param_space is non-empty)"
-)
+
+
+def as_space(space: Any) -> SearchSpace:
+    """A ``SearchSpace`` as is, or the ``ParamSpace`` of a Tune param-space dict."""
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, Mapping):
+        return ParamSpace(space)
+    raise TypeError(
+        f"space must be a spaces.SearchSpace or a Tune param-space dict, got "
+        f"{type(space).__name__}; build one with spaces.create_space(name)"
+    )
+
+
+def renamed_option(
+    kwargs: dict[str, Any], old: str, new: str, value: Any, owner: str
+) -> Any:
+    """``kwargs[old]`` (removed from ``kwargs``, with a ``DeprecationWarning``) else ``value``."""
+    if old not in kwargs:
+        return value
+    warnings.warn(
+        f"{owner}: option {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3
+    )
+    return kwargs.pop(old)
 
 
 class NASSearch(Searcher):
@@ -50,13 +71,26 @@ class NASSearch(Searcher):
       pending trials and counters, so ``save`` -> fresh instance -> ``restore`` continues
       exactly the sequence an uninterrupted run would produce.
 
-    The base handles metric/mode (constructor or ``set_search_properties``), late or
-    duplicate completions (ignored), the ``max_trials`` budget and exhaustion
-    (``Searcher.FINISHED``), and ``add_evaluated_point`` for results found elsewhere.
-    Tune configs are flat dicts of primitives, ``space.to_config(arch)``.
+    * ``_space_ready()``: called once the space is known (at construction, or when Tune
+      hands its ``param_space`` to ``set_search_properties``); build space-dependent parts
+      (a controller sized by the space's decisions) here, not in ``__init__``.
+
+    The base handles metric/mode (constructor or ``set_search_properties``), the space
+    (constructor, or Tune's ``param_space``), late or duplicate completions (ignored), the
+    ``max_trials`` budget and exhaustion (``Searcher.FINISHED``), and
+    ``add_evaluated_point`` for results found elsewhere. Tune configs are
+    ``space.to_config(arch)``: flat dicts of primitives for the bundled spaces, the nested
+    structure of the param space for a ``ParamSpace``.
+
+    Like Tune's own searchers (``OptunaSearch``), every searcher can be built bare
+    (``S()``, as Tune's restore path does) or with only metric and mode, and takes its space
+    from the ``param_space`` of ``tune.Tuner``. It pickles and deep-copies at any point;
+    ``save`` / ``restore`` write and read JSON only, and a bare instance restored from a
+    file gets the space, metric, mode and pending trials back.
 
     Args:
-        space: the search space.
+        space: the search space: a ``SearchSpace``, a Tune param-space dict, or ``None``
+            to take it from Tune's ``param_space``.
         metric: the result key to optimise, or a list of keys; may be set later by Tune.
         mode: ``"max"`` or ``"min"`` (a list for several metrics); may be set later by Tune.
         seed: seed of the searcher's ``numpy.random.Generator``.
@@ -67,9 +101,12 @@ class NASSearch(Searcher):
         penalty: weight of the constraint-violation hinge penalty in the scalar score.
     """
 
+    # attributes rebuilt on demand, left out of pickles (pymoo closures, DEAP toolboxes)
+    _transient: tuple[str, ...] = ()
+
     def __init__(
         self,
-        space: SearchSpace,
+        space: SearchSpace | Mapping[str, Any] | None = None,
         *,
         metric: str | list[str] | None = None,
         mode: str | list[str] | None = None,
@@ -79,11 +116,8 @@ class NASSearch(Searcher):
         scalarization: dict[str, Any] | None = None,
         penalty: float = 100.0,
     ) -> None:
-        if not isinstance(space, SearchSpace):
-            raise TypeError(
-                f"{type(self).__name__} needs a spaces.SearchSpace, got {type(space).__name__}; "
-                "build one with spaces.create_space(name)"
-            )
+        if space is not None:
+            space = as_space(space)
         if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
             raise ValueError(f"max_trials must be a positive integer or None, got {max_trials!r}")
         self._objective_options: dict[str, Any] = {
@@ -95,7 +129,7 @@ class NASSearch(Searcher):
         metric, mode = _normalise(metric, mode)
         super().__init__(metric=None, mode=None)
         self._set_objectives(metric, mode)
-        self.space = space
+        self.space: SearchSpace = None  # type: ignore[assignment]  # set by _attach
         self.seed = seed
         self.max_trials = max_trials
         self._rng = np.random.default_rng(seed)
@@ -108,6 +142,8 @@ class NASSearch(Searcher):
         self._best: tuple[float, str, list[float]] | None = None
         self._warned_invalid = False
         self._canonical_count: int | None = None
+        if space is not None:
+            self._attach(space)
 
     # ------------------------------------------------------------------ hooks
     def _propose(self) -> Arch | None:
@@ -125,17 +161,35 @@ class NASSearch(Searcher):
     def _set_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def _space_ready(self) -> None:
+        pass
+
     # ---------------------------------------------------------------- Tune API
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
-        """Take metric and mode from Tune when the constructor did not set them."""
-        if self._objectives is None:
+        """Take metric, mode and (without a space of its own) the space from Tune.
+
+        Returns False when the searcher already has a space and Tune's ``param_space`` is
+        not empty, so Tune raises its own error if that param space holds search domains.
+        """
+        if self._objectives is None and metric is not None and mode is not None:
             self._set_objectives(*_normalise(metric, mode))
+        if not config:
+            return True
+        if self.space is not None:
+            return False
+        try:
+            space = ParamSpace(config)
+        except ValueError as exc:
+            if "no search domain" in str(exc):
+                return True  # constants only: suggest() says no space is defined
+            raise
+        self._attach(space)
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """Flat config of the next architecture, ``None`` to wait, or ``FINISHED``."""
+        """Config of the next architecture, ``None`` to wait, or ``FINISHED``."""
         self._require_ready()
         if self.max_trials is not None and self._suggested >= self.max_trials:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel
@@ -156,6 +210,9 @@ class NASSearch(Searcher):
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         """Record a finished trial; errors, NaN and missing metrics count as failures."""
+        if self.space is None or self._objectives is None:
+            logger.warning("%s: completion of trial %s before setup ignored", self, trial_id)
+            return
         text = self._pending.pop(trial_id, None)
         if text is None:
             if trial_id in self._done:
@@ -205,7 +262,8 @@ class NASSearch(Searcher):
         return {
             "format": STATE_FORMAT,
             "searcher": type(self).__name__,
-            "space": self.space.name,
+            "space": None if self.space is None else self.space.name,
+            "space_spec": None if self.space is None else _spec_or_none(self.space),
             "metric": self._metric,
             "mode": self._mode,
             "seed": self.seed,
@@ -219,7 +277,7 @@ class NASSearch(Searcher):
             "failed": self._failed,
             "best": list(self._best) if self._best else None,
             "objectives": self._objective_options,
-            "algorithm": self._get_state(),
+            "algorithm": self._get_state() if self.space is not None else None,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -231,11 +289,7 @@ class NASSearch(Searcher):
                 f"state was saved by {state.get('searcher')!r}, cannot restore into "
                 f"{type(self).__name__}"
             )
-        if state.get("space") != self.space.name:
-            raise ValueError(
-                f"state is for space {state.get('space')!r}, this searcher searches "
-                f"{self.space.name!r}"
-            )
+        self._adopt_space(state)
         try:
             self._objective_options = dict(state["objectives"])
             self._objectives = None
@@ -254,9 +308,35 @@ class NASSearch(Searcher):
             self._failed = int(state["failed"])
             best = state["best"]
             self._best = (float(best[0]), str(best[1]), list(best[2])) if best else None
-            self._set_state(state["algorithm"])
+            if self.space is not None and state["algorithm"] is not None:
+                self._set_state(state["algorithm"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"corrupt searcher state: {exc!r}") from None
+
+    def _adopt_space(self, state: Mapping[str, Any]) -> None:
+        """Check the state's space against ours, or build it when this searcher has none."""
+        name, spec = state.get("space"), state.get("space_spec")
+        if self.space is None:
+            if name is None:
+                return  # saved before it had a space
+            if spec is None:
+                raise ValueError(
+                    f"state is for space {name!r} but records no spec to rebuild it: pass "
+                    f"the space to {type(self).__name__}(space=...) before restoring"
+                )
+            try:
+                self._attach(space_from_spec(spec))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"cannot rebuild the state's space {name!r}: {exc}") from None
+            return
+        if name != self.space.name:
+            raise ValueError(
+                f"state is for space {name!r}, this searcher searches {self.space.name!r}"
+            )
+        if spec is not None and _signature(spec) != _signature(_spec_or_none(self.space)):
+            raise ValueError(
+                f"state is for another {name!r} space than this searcher's: its decisions differ"
+            )
 
     # ------------------------------------------------------------ conveniences
     @property
@@ -306,13 +386,28 @@ class NASSearch(Searcher):
         return self.space.canonical(arch) in self._seen
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(space={self.space.name!r}, seed={self.seed!r})"
+        space = None if self.space is None else self.space.name
+        return f"{type(self).__name__}(space={space!r}, seed={self.seed!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for name in self._transient:
+            state[name] = None
+        return state
 
     # ---------------------------------------------------------------- internal
+    def _attach(self, space: SearchSpace) -> None:
+        """Adopt ``space`` and let the subclass build what depends on it."""
+        self.space = space
+        self._space_ready()
+
     def _require_ready(self) -> None:
+        if self.space is None:
+            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__,
+                                                             space="space"))
         if self._objectives is None:
-            what = "metric" if self._metric is None else "mode"
-            raise RuntimeError(_NOT_READY.format(cls=type(self).__name__, what=what))
+            raise RuntimeError(UNDEFINED_METRIC_MODE.format(
+                cls=type(self).__name__, metric=self._metric, mode=self._mode))
 
     def _set_objectives(self, metric: Any, mode: Any) -> None:
         if metric is None or mode is None:
@@ -367,6 +462,27 @@ class NASSearch(Searcher):
 
 
 _WAIT = object()
+
+
+def _spec_or_none(space: SearchSpace) -> dict[str, Any] | None:
+    """The space's spec, or None when it cannot be written as JSON."""
+    try:
+        spec = space.spec()
+        json.dumps(spec, allow_nan=False)
+    except (TypeError, ValueError, NotImplementedError):
+        return None
+    return spec
+
+
+def _signature(spec: Mapping[str, Any] | None) -> str | None:
+    """What a searcher's state depends on in a space spec: its name and search domains."""
+    if spec is None:
+        return None
+    try:
+        decisions = space_from_spec(dict(spec)).describe().get("decisions")
+    except (TypeError, ValueError):
+        return json.dumps(spec, sort_keys=True, default=str)
+    return json.dumps([spec.get("name"), decisions], sort_keys=True, default=str)
 
 
 def write_json_atomic(path: str, data: Any) -> None:

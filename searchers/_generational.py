@@ -61,7 +61,7 @@ class Evaluated:
 class GenerationalSearch(NASSearch):
     """Generations handed out one member per ``suggest``, bred once all have reported.
 
-    Subclasses implement ``_breed(seed) -> list of integer vectors`` (the next generation,
+    Subclasses implement ``_breed(seed) -> list of gene vectors`` (the next generation,
     preferably architectures never suggested; ``[]`` lets random unseen architectures form
     it) and ``_survive(seed, rows)`` with the reported ``(vector, Evaluated)`` pairs.
     ``seed`` is drawn from the searcher's RNG once per generation, so breeding and
@@ -74,7 +74,7 @@ class GenerationalSearch(NASSearch):
     fallback sampling) join the next ``_survive`` as extras.
     """
 
-    def __init__(self, space: SearchSpace, **kwargs: Any) -> None:
+    def __init__(self, space: SearchSpace | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self._archive: dict[str, Evaluated] = {}  # canonical -> result, in arrival order
         self._extras: list[str] = []  # evaluated outside the generation, for the next survival
@@ -84,10 +84,10 @@ class GenerationalSearch(NASSearch):
         self._result: Mapping[str, Any] | None = None
 
     # ---------------------------------------------------------- subclass hooks
-    def _breed(self, seed: int) -> list[list[int]]:
+    def _breed(self, seed: int) -> list[list[Any]]:
         raise NotImplementedError
 
-    def _survive(self, seed: int, rows: list[tuple[list[int], Evaluated]]) -> None:
+    def _survive(self, seed: int, rows: list[tuple[list[Any], Evaluated]]) -> None:
         raise NotImplementedError
 
     def _batch_size(self) -> int:
@@ -157,16 +157,16 @@ class GenerationalSearch(NASSearch):
         self._generation = {"seed": seed, "members": [[list(r), TODO] for r in rows]}
         self._keys = [self.vector_key(r) for r in rows]
 
-    def _immigrants(self, n: int) -> list[list[int]]:
+    def _immigrants(self, n: int) -> list[list[Any]]:
         """Up to ``n`` uniformly sampled, distinct, unseen architectures."""
-        rows: list[list[int]] = []
+        rows: list[list[Any]] = []
         taken: set[str] = set()
         for _ in range(20 * n):
             arch = self.space.sample(self._rng)
             key = self.space.canonical(arch)
             if key not in self._seen and key not in taken:
                 taken.add(key)
-                rows.append([int(v) for v in self.space.encode(arch)])
+                rows.append(self.genes(self.space.encode(arch)))
                 if len(rows) == n:
                     break
         return rows
@@ -219,12 +219,23 @@ class GenerationalSearch(NASSearch):
             self._survive(seed, rows)
 
     # ---------------------------------------------------------------- helpers
-    def vector_key(self, vector: Sequence[int]) -> str:
-        """Canonical form of an integer vector (cached)."""
-        return _vector_key(self.space, tuple(int(v) for v in vector))
+    def vector_key(self, vector: Sequence[float]) -> str:
+        """Canonical form of a gene vector (cached)."""
+        return _vector_key(self.space, tuple(self.genes(vector)))
 
-    def _encode(self, text: str) -> list[int]:
-        return [int(v) for v in self.space.encode(self.space.from_string(text))]
+    def genes(self, vector: Sequence[float]) -> list[Any]:
+        """A gene vector as JSON-friendly numbers: ints for index genes, floats for the rest."""
+        cached = self.__dict__.get("_mask")
+        if cached is None or cached[0] is not self.space:
+            cached = self._mask = (self.space, self.space.gene_integral)
+        integral = cached[1]
+        if integral.all():
+            return [int(v) for v in vector]
+        return [int(round(float(v))) if f else float(v) for v, f in zip(vector, integral,
+                                                                         strict=True)]
+
+    def _encode(self, text: str) -> list[Any]:
+        return self.genes(self.space.encode(self.space.from_string(text)))
 
     def pareto_front(self) -> list[tuple[Arch, dict[str, float]]]:
         """Non-dominated evaluated architectures with their metric values.
@@ -267,7 +278,7 @@ class GenerationalSearch(NASSearch):
         if generation is None:
             self._generation, self._keys = None, []
         else:
-            vectors = [[int(v) for v in x] for x, _ in generation["members"]]
+            vectors = [self.genes(x) for x, _ in generation["members"]]
             states = [int(s) for _, s in generation["members"]]
             self._generation = {
                 "seed": int(generation["seed"]),
@@ -279,7 +290,7 @@ class GenerationalSearch(NASSearch):
 
 
 @lru_cache(maxsize=65536)
-def _vector_key(space: SearchSpace, vector: tuple[int, ...]) -> str:
+def _vector_key(space: SearchSpace, vector: tuple[Any, ...]) -> str:
     return space.canonical(space.decode(vector))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
@@ -83,7 +83,7 @@ class GreedyNASSearch(RegularizedEvolutionSearch):
         candidate_source: a ``CandidateSource`` or a callable ``k -> [(arch_string, loss)]``.
         pool_k: how many pool entries to use; defaults to ``population_size``.
         population_size: population of the aging evolution.
-        sample_size: tournament size, default ``min(5, population_size)``.
+        tournament_size: tournament size, default ``min(5, population_size)``.
         **kwargs: ``metric``, ``mode``, ``seed``, ... as for ``NASSearch``.
 
     Example:
@@ -98,17 +98,19 @@ class GreedyNASSearch(RegularizedEvolutionSearch):
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: SearchSpace | Mapping[str, Any] | None = None,
         *,
         candidates: Sequence[Any] | None = None,
         candidate_source: CandidateSource | CandidateFn | None = None,
         pool_k: int | None = None,
         population_size: int = 20,
-        sample_size: int | None = None,
+        tournament_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        self._candidates = candidates
+        self._pool: list[PoolEntry] = []
         super().__init__(
-            space, population_size=population_size, sample_size=sample_size, **kwargs
+            space, population_size=population_size, tournament_size=tournament_size, **kwargs
         )
         if pool_k is None:
             pool_k = self.population_size
@@ -125,12 +127,20 @@ class GreedyNASSearch(RegularizedEvolutionSearch):
             raise TypeError("candidates must be a list of architecture strings, got one string")
         self.pool_k = pool_k
         self._source = candidate_source
-        self._pool = parse_pool(space, candidates or (), origin="candidates", limit=pool_k)
+        if self.space is not None:
+            self._space_ready()
         self._fetched = candidate_source is None
         self._position = 0
         self._logged_pool = False
 
     # ------------------------------------------------------------------ hooks
+    def _space_ready(self) -> None:
+        if not hasattr(self, "pool_k"):
+            return  # called from the base's __init__; validated once pool_k is known
+        self._pool = parse_pool(
+            self.space, self._candidates or (), origin="candidates", limit=self.pool_k
+        )
+
     def _propose(self) -> Arch:
         if len(self._population) < self.population_size:
             arch = self._next_candidate()

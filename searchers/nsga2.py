@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from searchers._base import renamed_option
 from searchers._generational import Evaluated, GenerationalSearch
 from spaces import Arch, SearchSpace
 
@@ -15,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 CROSSOVERS = ("sbx", "uniform", "two_point")
 MUTATIONS = ("pm", "random")
+DISCRETE_ETA = 3.0  # SBX/PM distribution index on index genes (wide jumps over indices)
 
 
 def objective_vector(signed: Sequence[float]) -> list[float]:
@@ -22,37 +24,72 @@ def objective_vector(signed: Sequence[float]) -> list[float]:
     return [-float(v) for v in signed]
 
 
-def make_problem(dims: Sequence[int], n_obj: int, n_constr: int) -> Any:
-    """The pymoo ``Problem`` of a space's integer encoding (never evaluated by pymoo)."""
-    from pymoo.core.problem import Problem
-    from pymoo.core.variable import Integer
+def make_problem(
+    upper: Sequence[float], integral: Sequence[bool], n_obj: int, n_constr: int
+) -> Any:
+    """The pymoo ``Problem`` of a space's gene encoding (never evaluated by pymoo).
 
-    upper = [int(d) - 1 for d in dims]
+    Index genes are pymoo ``Integer`` variables on ``[0, upper]``; continuous genes ``Real``
+    variables on ``[0, 1]``.
+    """
+    from pymoo.core.problem import Problem
+    from pymoo.core.variable import Integer, Real
+
+    discrete = all(integral)
+    n = len(upper)
     return Problem(
-        n_var=len(dims),
+        n_var=n,
         n_obj=n_obj,
         n_ieq_constr=n_constr,
-        xl=np.zeros(len(dims), dtype=int),
-        xu=np.array(upper, dtype=int),
-        vtype=int,
+        xl=np.zeros(n, dtype=int if discrete else float),
+        xu=np.array([int(u) if discrete else float(u) for u in upper]),
+        vtype=int if discrete else float,
         # explicit variables let ChoiceRandomMutation draw each gene from its own range
-        vars={f"x{i}": Integer(bounds=(0, u)) for i, u in enumerate(upper)},
+        vars={
+            f"x{i}": Integer(bounds=(0, int(u))) if f else Real(bounds=(0.0, float(u)))
+            for i, (u, f) in enumerate(zip(upper, integral, strict=True))
+        },
     )
+
+
+def _round_index_genes(integral: Sequence[bool]) -> Any:
+    """pymoo repair rounding the index genes only (all of them: pymoo's ``RoundingRepair``)."""
+    from pymoo.core.repair import NoRepair, Repair
+    from pymoo.operators.repair.rounding import RoundingRepair
+
+    mask = np.asarray(integral, dtype=bool)
+    if mask.all():
+        return RoundingRepair()
+    if not mask.any():
+        return NoRepair()
+
+    class IndexRounding(Repair):  # type: ignore[misc]
+        def _do(self, problem: Any, X: np.ndarray, **kwargs: Any) -> np.ndarray:
+            X = np.asarray(X, dtype=float).copy()
+            X[:, mask] = np.round(X[:, mask])
+            return X
+
+    return IndexRounding()
 
 
 def make_algorithm(
     *,
-    pop_size: int,
+    population_size: int,
     n_offsprings: int,
     crossover: str,
     mutation: str,
     crossover_prob: float,
-    mutation_prob: float | None,
-    eta: float,
+    gene_prob: float | None,
+    eta: float | None,
     key: Callable[[Any], str],
     known: Callable[[], Collection[str]],
+    integral: Sequence[bool] = (),
 ) -> Any:
-    """pymoo's NSGA2 with integer operators and duplicate elimination by ``key``.
+    """pymoo's NSGA2 with duplicate elimination by ``key``.
+
+    Operators on index genes are rounded (pymoo's documented set-up for integer problems);
+    continuous genes keep pymoo's real-valued operators. ``eta`` defaults to 3 on a purely
+    discrete encoding and to pymoo's own defaults (SBX 15, PM 20) otherwise.
 
     Duplicates are architectures with the same ``key`` (canonical form) within a batch,
     in the population, or in ``known()`` (everything already suggested), so each ask only
@@ -65,8 +102,7 @@ def make_algorithm(
     from pymoo.operators.crossover.ux import UniformCrossover
     from pymoo.operators.mutation.pm import PM
     from pymoo.operators.mutation.rm import ChoiceRandomMutation
-    from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+    from pymoo.operators.sampling.rnd import FloatRandomSampling, IntegerRandomSampling
 
     class CanonicalDuplicates(DuplicateElimination):  # type: ignore[misc]
         def _do(self, pop: Any, other: Any, is_duplicate: np.ndarray) -> np.ndarray:
@@ -79,22 +115,28 @@ def make_algorithm(
                 batch.add(k)
             return is_duplicate
 
+    discrete = all(integral) if integral else True
+    eta_cx = eta if eta is not None else (DISCRETE_ETA if discrete else 15.0)
+    eta_mut = eta if eta is not None else (DISCRETE_ETA if discrete else 20.0)
     if crossover == "sbx":
-        cx: Any = SBX(prob=crossover_prob, eta=eta, vtype=float, repair=RoundingRepair())
+        cx: Any = SBX(prob=crossover_prob, eta=eta_cx, vtype=float,
+                      repair=_round_index_genes(integral or [True]))
     elif crossover == "uniform":
         cx = UniformCrossover(prob=crossover_prob)
     else:
         cx = TwoPointCrossover(prob=crossover_prob)
     if mutation == "pm":
+        # every child mutated on discrete encodings; pymoo's own 0.9 with continuous genes
         mut: Any = PM(
-            prob=1.0, prob_var=mutation_prob, eta=eta, vtype=float, repair=RoundingRepair()
+            prob=1.0 if discrete else 0.9, prob_var=gene_prob, eta=eta_mut, vtype=float,
+            repair=_round_index_genes(integral or [True]),
         )
     else:
-        mut = ChoiceRandomMutation(prob=1.0, prob_var=mutation_prob)
+        mut = ChoiceRandomMutation(prob=1.0, prob_var=gene_prob)
     return NSGA2(
-        pop_size=pop_size,
+        pop_size=population_size,
         n_offsprings=n_offsprings,
-        sampling=IntegerRandomSampling(),
+        sampling=IntegerRandomSampling() if discrete else FloatRandomSampling(),
         crossover=cx,
         mutation=mut,
         eliminate_duplicates=CanonicalDuplicates(),
@@ -102,7 +144,7 @@ def make_algorithm(
 
 
 class NSGA2Search(GenerationalSearch):
-    """NSGA-II (pymoo's ``NSGA2``, ask/tell) over the space's integer encoding.
+    """NSGA-II (pymoo's ``NSGA2``, ask/tell) over the space's gene encoding.
 
     Each ``ask()`` of pymoo is one generation; its members are handed out one per
     ``suggest``. ``suggest`` returns ``None`` (wait) once every member is out and some
@@ -133,61 +175,74 @@ class NSGA2Search(GenerationalSearch):
     Paper: K. Deb, A. Pratap, S. Agarwal, T. Meyarivan, "A fast and elitist multiobjective
     genetic algorithm: NSGA-II", IEEE Transactions on Evolutionary Computation 6(2), 2002.
 
+    Continuous decisions (a ``ParamSpace`` with ``uniform`` / ``loguniform`` domains) are
+    pymoo ``Real`` genes on [0, 1] (log scale for log domains) with pymoo's real-valued SBX
+    and polynomial mutation; index genes are rounded after each operator.
+
     Args:
-        space: the search space.
-        pop_size: NSGA-II's population size.
-        n_offsprings: members per generation (default ``pop_size``).
-        crossover: ``"sbx"`` (simulated binary on the integer vector, rounded, as pymoo
+        space: the search space, a Tune param-space dict, or None (taken from Tune).
+        population_size: NSGA-II's population size (``pop_size`` is its deprecated name).
+        n_offsprings: members per generation (default ``population_size``).
+        crossover: ``"sbx"`` (simulated binary; rounded on index genes, as pymoo
             documents for integer problems), ``"uniform"`` or ``"two_point"``.
-        mutation: ``"pm"`` (polynomial, rounded) or ``"random"`` (a gene redrawn
-            uniformly, pymoo's ``ChoiceRandomMutation``).
+        mutation: ``"pm"`` (polynomial, rounded on index genes) or ``"random"`` (a gene
+            redrawn uniformly, pymoo's ``ChoiceRandomMutation``).
         crossover_prob: probability that a mating crosses over.
-        mutation_prob: per-gene mutation probability (default ``1 / len(space.dims)``).
-        eta: distribution index of SBX and PM (small = wide jumps over the indices).
+        gene_prob: per-gene mutation probability (default ``1 / len(genes)``;
+            ``mutation_prob`` is its deprecated name).
+        eta: distribution index of SBX and PM (small = wide jumps); default 3 on discrete
+            encodings, pymoo's 15 (SBX) and 20 (PM) when the space has continuous genes.
         **kwargs: ``metric``, ``mode``, ``seed``, ``max_trials``, ``constraints``
             (see ``NASSearch``).
 
     Example:
         >>> from spaces import create_space
         >>> s = NSGA2Search(create_space("nb201"), metric=["acc", "latency"],
-        ...                 mode=["max", "min"], pop_size=10, seed=0)
+        ...                 mode=["max", "min"], population_size=10, seed=0)
         >>> config = s.suggest("t1")
         >>> s.on_trial_complete("t1", {"acc": 90.0, "latency": 5.0})
         >>> len(s.pareto_front())
         1
     """
 
+    _transient = ("_algorithm",)
+
     def __init__(
         self,
-        space: SearchSpace,
+        space: SearchSpace | Mapping[str, Any] | None = None,
         *,
-        pop_size: int = 20,
+        population_size: int = 20,
         n_offsprings: int | None = None,
         crossover: str = "sbx",
         mutation: str = "pm",
         crossover_prob: float = 0.9,
-        mutation_prob: float | None = None,
-        eta: float = 3.0,
+        gene_prob: float | None = None,
+        eta: float | None = None,
         **kwargs: Any,
     ) -> None:
+        owner = type(self).__name__
+        population_size = renamed_option(
+            kwargs, "pop_size", "population_size", population_size, owner
+        )
+        gene_prob = renamed_option(kwargs, "mutation_prob", "gene_prob", gene_prob, owner)
         self._options = _check_options(
-            pop_size=pop_size,
-            n_offsprings=pop_size if n_offsprings is None else n_offsprings,
+            population_size=population_size,
+            n_offsprings=population_size if n_offsprings is None else n_offsprings,
             crossover=crossover,
             mutation=mutation,
             crossover_prob=crossover_prob,
-            mutation_prob=mutation_prob,
+            gene_prob=gene_prob,
             eta=eta,
         )
-        super().__init__(space, **kwargs)
         self._algorithm: Any = None
         self._history: list[dict[str, Any]] = []  # every tell: seed, X, F, G
+        super().__init__(space, **kwargs)
 
     # ------------------------------------------------------- generation hooks
     def _batch_size(self) -> int:
         return int(self._options["n_offsprings"])
 
-    def _breed(self, seed: int) -> list[list[int]]:
+    def _breed(self, seed: int) -> list[list[Any]]:
         algorithm = self._ensure_algorithm()
         algorithm.random_state = np.random.default_rng([seed, 0])
         pop = algorithm.ask()
@@ -195,9 +250,9 @@ class NSGA2Search(GenerationalSearch):
         algorithm.termination.force_termination = False
         if pop is None or len(pop) == 0:
             return []
-        return [[int(v) for v in x] for x in pop.get("X")]
+        return [self.genes(x) for x in pop.get("X")]
 
-    def _survive(self, seed: int, rows: list[tuple[list[int], Evaluated]]) -> None:
+    def _survive(self, seed: int, rows: list[tuple[list[Any], Evaluated]]) -> None:
         told = {
             "seed": seed,
             "X": [x for x, _ in rows],
@@ -211,7 +266,9 @@ class NSGA2Search(GenerationalSearch):
     def _tell(self, algorithm: Any, told: Mapping[str, Any]) -> None:
         from pymoo.core.population import Population
 
-        pop = Population.new(X=np.array(told["X"], dtype=int), F=np.array(told["F"], dtype=float))
+        dtype = int if self.space.gene_integral.all() else float
+        pop = Population.new(X=np.array(told["X"], dtype=dtype),
+                             F=np.array(told["F"], dtype=float))
         if self.objectives.constraints:
             pop.set("G", np.array(told["G"], dtype=float))
         algorithm.random_state = np.random.default_rng([told["seed"], 1])
@@ -223,10 +280,13 @@ class NSGA2Search(GenerationalSearch):
             return self._algorithm
         from pymoo.core.termination import NoTermination
 
+        integral = [bool(f) for f in self.space.gene_integral]
         problem = make_problem(
-            self.space.dims, len(self.objectives.metrics), len(self.objectives.constraints)
+            self.space.gene_upper, integral, len(self.objectives.metrics),
+            len(self.objectives.constraints),
         )
-        algorithm = make_algorithm(**self._options, key=self.vector_key, known=lambda: self._seen)
+        algorithm = make_algorithm(**self._options, key=self.vector_key,
+                                   known=lambda: self._seen, integral=integral)
         algorithm.setup(problem, termination=NoTermination(), seed=0)
         for told in self._history:
             self._tell(algorithm, told)
@@ -259,7 +319,11 @@ class NSGA2Search(GenerationalSearch):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         super()._set_state(state)
-        self._options = _check_options(**state["options"])
+        options = dict(state["options"])
+        for old, new in (("pop_size", "population_size"), ("mutation_prob", "gene_prob")):
+            if old in options:  # states saved before the options were renamed
+                options[new] = options.pop(old)
+        self._options = _check_options(**options)
         self._history = [
             {"seed": int(t["seed"]), "X": t["X"], "F": t["F"], "G": t["G"]}
             for t in state["history"]
@@ -269,15 +333,15 @@ class NSGA2Search(GenerationalSearch):
 
 def _check_options(
     *,
-    pop_size: int,
+    population_size: int,
     n_offsprings: int,
     crossover: str,
     mutation: str,
     crossover_prob: float,
-    mutation_prob: float | None,
-    eta: float,
+    gene_prob: float | None,
+    eta: float | None,
 ) -> dict[str, Any]:
-    for name, value in (("pop_size", pop_size), ("n_offsprings", n_offsprings)):
+    for name, value in (("population_size", population_size), ("n_offsprings", n_offsprings)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
             raise ValueError(f"{name} must be an integer >= 2, got {value!r}")
     if crossover not in CROSSOVERS:
@@ -286,16 +350,16 @@ def _check_options(
         raise ValueError(f"mutation must be one of {MUTATIONS}, got {mutation!r}")
     if not 0.0 <= crossover_prob <= 1.0:
         raise ValueError(f"crossover_prob must be in [0, 1], got {crossover_prob!r}")
-    if mutation_prob is not None and not 0.0 < mutation_prob <= 1.0:
-        raise ValueError(f"mutation_prob must be in (0, 1] or None, got {mutation_prob!r}")
-    if not eta > 0:
-        raise ValueError(f"eta must be > 0, got {eta!r}")
+    if gene_prob is not None and not 0.0 < gene_prob <= 1.0:
+        raise ValueError(f"gene_prob must be in (0, 1] or None, got {gene_prob!r}")
+    if eta is not None and not eta > 0:
+        raise ValueError(f"eta must be > 0 or None, got {eta!r}")
     return {
-        "pop_size": pop_size,
+        "population_size": population_size,
         "n_offsprings": n_offsprings,
         "crossover": crossover,
         "mutation": mutation,
         "crossover_prob": float(crossover_prob),
-        "mutation_prob": None if mutation_prob is None else float(mutation_prob),
-        "eta": float(eta),
+        "gene_prob": None if gene_prob is None else float(gene_prob),
+        "eta": None if eta is None else float(eta),
     }

@@ -6,7 +6,9 @@ import logging
 from collections import deque
 from typing import Any
 
-from searchers._base import NASSearch
+from collections.abc import Mapping
+
+from searchers._base import NASSearch, renamed_option
 from spaces import Arch, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -21,9 +23,10 @@ def tournament(scores: list[float], sample_size: int, rng: Any) -> int:
 class RegularizedEvolutionSearch(NASSearch):
     """Aging evolution: tournament-select a parent, mutate it, retire the oldest member.
 
-    ``sample_size`` defaults to ``min(5, population_size)``.
+    ``tournament_size`` (the paper's sample size S; ``sample_size`` is its deprecated
+    name) defaults to ``min(5, population_size)``.
     Until ``population_size`` trials have succeeded, architectures are sampled uniformly.
-    Then each suggestion draws ``sample_size`` members of the population, mutates the best
+    Then each suggestion draws ``tournament_size`` members of the population, mutates the best
     (one decision changed, ``space.mutate``) and, when the child reports, the child joins
     and the oldest member leaves. Results arrive asynchronously under concurrency, as in
     the paper's distributed setting. Failed trials never join the population.
@@ -34,38 +37,46 @@ class RegularizedEvolutionSearch(NASSearch):
     Example:
         >>> from spaces import create_space
         >>> s = RegularizedEvolutionSearch(create_space("nb201"), metric="val_acc",
-        ...                                mode="max", population_size=10, sample_size=3)
+        ...                                mode="max", population_size=10, tournament_size=3)
         >>> config = s.suggest("t1")
         >>> s.on_trial_complete("t1", {"val_acc": 90.0})
     """
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: SearchSpace | Mapping[str, Any] | None = None,
         *,
         population_size: int = 20,
-        sample_size: int | None = None,
+        tournament_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(population_size, int) or population_size < 2:
+        owner = type(self).__name__
+        tournament_size = renamed_option(
+            kwargs, "sample_size", "tournament_size", tournament_size, owner
+        )
+        if isinstance(population_size, bool) or not isinstance(population_size, int) or (
+            population_size < 2
+        ):
             raise ValueError(f"population_size must be an integer >= 2, got {population_size!r}")
-        if sample_size is None:
-            sample_size = min(5, population_size)
-        if not isinstance(sample_size, int) or not 1 <= sample_size <= population_size:
+        if tournament_size is None:
+            tournament_size = min(5, population_size)
+        if isinstance(tournament_size, bool) or not isinstance(tournament_size, int) or not (
+            1 <= tournament_size <= population_size
+        ):
             raise ValueError(
-                f"sample_size must be an integer in [1, population_size={population_size}], "
-                f"got {sample_size!r}"
+                f"tournament_size must be an integer in [1, population_size={population_size}], "
+                f"got {tournament_size!r}"
             )
-        super().__init__(space, **kwargs)
         self.population_size = population_size
-        self.sample_size = sample_size
+        self.tournament_size = tournament_size
         self._population: deque[tuple[str, float]] = deque()
+        super().__init__(space, **kwargs)
 
     def _propose(self) -> Arch:
         if len(self._population) < self.population_size:
             return self.space.sample(self._rng)
         scores = [score for _, score in self._population]
-        parent = self._population[tournament(scores, self.sample_size, self._rng)][0]
+        parent = self._population[tournament(scores, self.tournament_size, self._rng)][0]
         return self.space.mutate(self.space.from_string(parent), self._rng)
 
     def _observe(self, arch: Arch, score: float | None) -> None:
@@ -83,11 +94,11 @@ class RegularizedEvolutionSearch(NASSearch):
     def _get_state(self) -> dict[str, Any]:
         return {
             "population_size": self.population_size,
-            "sample_size": self.sample_size,
+            "tournament_size": self.tournament_size,
             "population": [[t, s] for t, s in self._population],
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.population_size = int(state["population_size"])
-        self.sample_size = int(state["sample_size"])
+        self.tournament_size = int(state.get("tournament_size", state.get("sample_size")))
         self._population = deque((str(t), float(s)) for t, s in state["population"])

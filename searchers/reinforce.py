@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -63,45 +63,92 @@ def _number(name: str, value: Any, *, low: float, high: float = math.inf, open_l
     return float(value)
 
 
+CATEGORICAL_LIMIT = 256  # integer decisions with more values get a Gaussian head
+_LOGIT_SIGMA = 1.7  # a logit-normal with this spread is close to uniform on (0, 1)
+_U_EPS = 1e-6
+
+
+def gene_heads(space: SearchSpace) -> tuple[int, ...]:
+    """Per gene: its number of choices (a categorical head), or 0 (a logit-normal head).
+
+    Categorical decisions and integers with at most ``CATEGORICAL_LIMIT`` values are
+    categorical; continuous decisions and wider integer ranges are continuous.
+    """
+    integral, upper = space.gene_integral, space.gene_upper
+    return tuple(
+        int(u) + 1 if i and u + 1 <= CATEGORICAL_LIMIT else 0
+        for i, u in zip(integral, upper, strict=True)
+    )
+
+
 class _Controller:
     """The torch side: the policy's parameters, its Adam optimiser, one episode's log-prob.
 
-    ``factorized``: one vector of logits per decision, zero-initialised (uniform policy).
-    ``lstm``: NASNet/ENAS controller; step ``i`` feeds the embedding of decision ``i - 1``'s
-    choice (a learned start token first) to an LSTM cell and reads decision ``i``'s logits
-    from its own linear head. Logits are divided by ``temperature`` and, with a nonzero
-    ``tanh_constant``, squashed to ``tanh_constant * tanh(logits)``.
-    Float64 throughout, so weights round-trip through JSON exactly.
+    ``factorized``: one vector of logits per categorical decision, zero-initialised (uniform
+    policy); for a continuous decision a mean and a log standard deviation of ``z``, whose
+    logistic ``sigmoid(z)`` is the position in the decision's normalised range (a
+    logit-normal policy, starting near uniform). ``lstm``: NASNet/ENAS controller; step ``i``
+    feeds the embedding of decision ``i - 1``'s choice (a learned start token first; for a
+    continuous decision its own token plus a projection of ``z``) to an LSTM cell and reads
+    decision ``i``'s logits (or mean and log-std) from its own linear head. Logits are
+    divided by ``temperature`` and, with a nonzero ``tanh_constant``, squashed to
+    ``tanh_constant * tanh(logits)``. Float64 throughout, so weights round-trip through JSON
+    exactly.
     """
 
-    def __init__(self, dims: Sequence[int], options: dict[str, Any], init_seed: int) -> None:
+    def __init__(self, heads: Sequence[int], options: dict[str, Any], init_seed: int) -> None:
         import torch
 
-        self.torch = torch
-        self.dims = tuple(int(n) for n in dims)
+        self.dims = tuple(int(n) for n in heads)  # 0 marks a continuous head
         self.lstm = options["policy"] == "lstm"
         self.temperature = float(options["temperature"])
         self.tanh_constant = float(options["tanh_constant"])
-        self.offsets = np.concatenate([[1], 1 + np.cumsum(self.dims)[:-1]]).astype(int)
+        rows = [n if n else 1 for n in self.dims]  # a continuous decision has one token
+        self.offsets = np.concatenate([[1], 1 + np.cumsum(rows)[:-1]]).astype(int)
+        self.continuous = any(n == 0 for n in self.dims)
         hidden = int(options["hidden_size"])
+        log_sigma = math.log(_LOGIT_SIGMA)
         with torch.random.fork_rng(devices=[]):  # leave the global torch RNG untouched
             torch.manual_seed(init_seed)
             if self.lstm:
-                self.net: Any = torch.nn.ModuleDict(
-                    {
-                        "embed": torch.nn.Embedding(1 + sum(self.dims), hidden),
-                        "cell": torch.nn.LSTMCell(hidden, hidden),
-                        "heads": torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in self.dims),
-                    }
-                ).double()
+                modules: dict[str, Any] = {
+                    "embed": torch.nn.Embedding(1 + sum(rows), hidden),
+                    "cell": torch.nn.LSTMCell(hidden, hidden),
+                    "heads": torch.nn.ModuleList(
+                        torch.nn.Linear(hidden, n if n else 2) for n in self.dims
+                    ),
+                }
+                if self.continuous:
+                    modules["project"] = torch.nn.Linear(1, hidden, bias=False)
+                self.net: Any = torch.nn.ModuleDict(modules).double()
                 for p in self.net.parameters():
                     torch.nn.init.uniform_(p, -_INIT_RANGE, _INIT_RANGE)
+                with torch.no_grad():
+                    for i, n in enumerate(self.dims):
+                        if not n:  # start near the uniform-like logit-normal
+                            self.net["heads"][i].bias[1] += log_sigma
             else:
                 self.net = torch.nn.ParameterList(
-                    torch.nn.Parameter(torch.zeros(n, dtype=torch.float64)) for n in self.dims
+                    torch.nn.Parameter(
+                        torch.zeros(n, dtype=torch.float64) if n
+                        else torch.tensor([0.0, log_sigma], dtype=torch.float64)
+                    )
+                    for n in self.dims
                 )
         self.opt = torch.optim.Adam(self.net.parameters(), lr=float(options["lr"]))
-        self._cache: dict[tuple[int, ...], tuple[np.ndarray, Any]] = {}
+        self._cache: dict[tuple[float, ...], tuple[np.ndarray, Any]] = {}
+
+    @property
+    def torch(self) -> Any:
+        """The torch module (imported on use, so the controller pickles)."""
+        import torch
+
+        return torch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
 
     @contextmanager
     def serial(self) -> Iterator[None]:
@@ -121,66 +168,93 @@ class _Controller:
         finally:
             self.torch.set_num_threads(threads)
 
-    def step(self, i: int, previous: int | None, state: Any) -> tuple[Any, Any]:
-        """Log-probabilities of decision ``i`` given the previous choice and LSTM state."""
+    def step(self, i: int, previous: float | None, state: Any) -> tuple[Any, Any]:
+        """Decision ``i``'s log-probabilities (categorical) or ``[mean, log_std]`` of ``z``."""
         torch = self.torch
         if self.lstm:
-            row = 0 if previous is None else int(self.offsets[i - 1]) + previous
-            state = self.net["cell"](self.net["embed"].weight[row : row + 1], state)
-            logits = self.net["heads"][i](state[0])[0]
+            if previous is None:
+                x = self.net["embed"].weight[0:1]
+            elif self.dims[i - 1]:
+                row = int(self.offsets[i - 1]) + int(previous)
+                x = self.net["embed"].weight[row : row + 1]
+            else:
+                row = int(self.offsets[i - 1])
+                z = torch.tensor([[float(previous)]], dtype=torch.float64)
+                x = self.net["embed"].weight[row : row + 1] + self.net["project"](z)
+            state = self.net["cell"](x, state)
+            out = self.net["heads"][i](state[0])[0]
         else:
-            logits = self.net[i]
-        logits = logits / self.temperature
+            out = self.net[i]
+        if not self.dims[i]:
+            return out, state
+        logits = out / self.temperature
         if self.tanh_constant:
             logits = self.tanh_constant * torch.tanh(logits)
         return torch.log_softmax(logits, dim=-1), state
 
-    def walk(self, choose: Callable[[int, Any], int]) -> tuple[Any, Any, list[int]]:
-        """One episode: ``choose(i, log_probs)`` picks decision ``i``.
+    def log_prob(self, i: int, dist: Any, choice: float) -> tuple[Any, Any]:
+        """Log-probability of ``choice`` under decision ``i``'s distribution, and its entropy."""
+        torch = self.torch
+        if self.dims[i]:
+            return dist[int(choice)], -(dist.exp() * dist).sum()
+        mean, log_std = dist[0], dist[1]
+        z = (float(choice) - mean) / log_std.exp()
+        logp = -0.5 * z * z - log_std - 0.5 * math.log(2 * math.pi)
+        entropy = log_std + 0.5 * math.log(2 * math.pi * math.e)
+        return logp, entropy + torch.zeros((), dtype=torch.float64)
+
+    def walk(self, choose: Callable[[int, Any], float]) -> tuple[Any, Any, list[float]]:
+        """One episode: ``choose(i, distribution)`` picks decision ``i``.
 
         Returns the summed log-probability of the choices, the summed entropy of the
         distributions met on the way, and the choices.
         """
         logp_sum: Any = 0.0
         entropy: Any = 0.0
-        vector: list[int] = []
+        vector: list[float] = []
         state = None
         for i in range(len(self.dims)):
-            logp, state = self.step(i, vector[-1] if vector else None, state)
-            j = choose(i, logp)
+            dist, state = self.step(i, vector[-1] if vector else None, state)
+            j = choose(i, dist)
             vector.append(j)
-            logp_sum = logp_sum + logp[j]
-            entropy = entropy - (logp.exp() * logp).sum()
+            logp, ent = self.log_prob(i, dist, j)
+            logp_sum = logp_sum + logp
+            entropy = entropy + ent
         return logp_sum, entropy, vector
 
-    def sample(self, rng: np.random.Generator, flatten: float = 1.0) -> list[int]:
-        """Choices drawn by inverting the CDF with uniforms from ``rng``.
+    def sample(self, rng: np.random.Generator, flatten: float = 1.0) -> list[float]:
+        """Choices drawn with uniforms (inverse CDF) and normals from ``rng``.
 
-        ``flatten > 1`` samples from ``p ** (1 / flatten)`` instead of the policy's ``p``.
+        ``flatten > 1`` samples from ``p ** (1 / flatten)`` instead of the policy's ``p``
+        (for a continuous decision: a standard deviation ``sqrt(flatten)`` times wider).
         """
         # A converged policy proposes many seen architectures that the base redraws;
         # distributions are memoised per prefix until the next update.
-        vector: list[int] = []
+        vector: list[float] = []
         state = None
         with self.torch.no_grad(), self.serial():
             for i in range(len(self.dims)):
                 key = tuple(vector) if self.lstm else (i,)
                 hit = self._cache.get(key)
                 if hit is None:
-                    logp, state = self.step(i, vector[-1] if vector else None, state)
-                    hit = self._cache[key] = (logp.exp().numpy(), state)
-                probs, state = hit
-                if flatten != 1.0:
-                    probs = probs ** (1.0 / flatten)
-                vector.append(inverse_cdf(probs, rng.random()))
+                    dist, state = self.step(i, vector[-1] if vector else None, state)
+                    values = dist.exp().numpy() if self.dims[i] else dist.numpy().copy()
+                    hit = self._cache[key] = (values, state)
+                values, state = hit
+                if self.dims[i]:
+                    probs = values ** (1.0 / flatten) if flatten != 1.0 else values
+                    vector.append(inverse_cdf(probs, rng.random()))
+                else:
+                    std = math.exp(float(values[1])) * math.sqrt(flatten)
+                    vector.append(float(values[0]) + std * float(rng.standard_normal()))
         return vector
 
-    def update(self, vector: Sequence[int], advantage: float, entropy_weight: float) -> None:
+    def update(self, vector: Sequence[float], advantage: float, entropy_weight: float) -> None:
         """One Adam step on ``-(advantage * log p(vector) + entropy_weight * entropy)``."""
         self._cache.clear()
         with self.serial():
             self.opt.zero_grad()
-            logp, entropy, _ = self.walk(lambda i, _: int(vector[i]))
+            logp, entropy, _ = self.walk(lambda i, _: vector[i])
             loss = -(advantage * logp) - entropy_weight * entropy
             loss.backward()
             self.opt.step()
@@ -289,7 +363,7 @@ class ReinforceSearch(NASSearch):
 
     def __init__(
         self,
-        space: SearchSpace,
+        space: SearchSpace | Mapping[str, Any] | None = None,
         *,
         policy: str = "factorized",
         lr: float | None = None,
@@ -332,14 +406,18 @@ class ReinforceSearch(NASSearch):
             "normalize_rewards": normalize_rewards,
             "reward": reward,
         }
-        super().__init__(space, **kwargs)
         self.options = options
-        self._controller = _Controller(space.dims, options, int(self._rng.integers(2**31)))
+        self._controller: _Controller | None = None
         self._baseline: float | None = None
         self._stats = [0.0, 0.0, 0.0]  # count, mean, m2 of the rewards
         self._scores: list[float] = []  # successful scores, sorted (for rank rewards)
-        self._vectors: dict[str, list[int]] = {}  # suggested, not yet observed
+        self._vectors: dict[str, list[float]] = {}  # suggested, not yet observed
         self._misses = 0  # proposals already seen, in the current suggest
+        super().__init__(space, **kwargs)
+
+    def _space_ready(self) -> None:
+        self._heads = gene_heads(self.space)
+        self._controller = _Controller(self._heads, self.options, int(self._rng.integers(2**31)))
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """As ``NASSearch.suggest``; proposals start from the unflattened policy."""
@@ -351,8 +429,9 @@ class ReinforceSearch(NASSearch):
         # redraws; each miss flattens the next draw a little, so the search moves to the
         # policy's next most likely unseen architectures instead of to the base's uniform
         # fallback.
+        assert self._controller is not None
         vector = self._controller.sample(self._rng, 1.0 + _FLATTEN_PER_MISS * self._misses)
-        arch = self.space.decode(vector)
+        arch = self.space.decode(self._genes(vector))
         if self.is_seen(arch):
             self._misses += 1
         else:  # the base suggests it
@@ -364,9 +443,30 @@ class ReinforceSearch(NASSearch):
         if score is None:
             return
         if vector is None:  # found elsewhere (add_evaluated_point) or a fallback sample
-            vector = [int(i) for i in self.space.encode(arch)]
+            vector = self._choices(self.space.encode(arch))
         advantage = self._advantage(float(score))
+        assert self._controller is not None
         self._controller.update(vector, advantage, self.options["entropy_weight"])
+
+    def _genes(self, vector: Sequence[float]) -> list[float]:
+        """The space's genes of a policy sample (``z`` of continuous heads -> ``sigmoid(z)``)."""
+        upper = self.space.gene_upper
+        return [
+            int(v) if n else float(upper[i]) / (1.0 + math.exp(-min(700.0, max(-700.0, v))))
+            for i, (n, v) in enumerate(zip(self._heads, vector, strict=True))
+        ]
+
+    def _choices(self, genes: Sequence[float]) -> list[float]:
+        """Inverse of ``_genes``: categorical indices, and ``z = logit(u)`` of continuous ones."""
+        upper = self.space.gene_upper
+        out: list[float] = []
+        for i, (n, g) in enumerate(zip(self._heads, genes, strict=True)):
+            if n:
+                out.append(int(g))
+            else:
+                u = min(1.0 - _U_EPS, max(_U_EPS, float(g) / max(float(upper[i]), _U_EPS)))
+                out.append(math.log(u / (1.0 - u)))
+        return out
 
     def _advantage(self, score: float) -> float:
         """``(reward - baseline) / std``, then the baseline and the statistics move on."""
@@ -389,13 +489,19 @@ class ReinforceSearch(NASSearch):
         """Choice probabilities of each decision along the policy's most likely path.
 
         The marginals for ``factorized``; for ``lstm``, conditional on the greedy prefix.
+        A continuous decision gives ``[mean, std]`` of its logit ``z`` instead.
         """
+        self._require_ready()
+        assert self._controller is not None
         torch = self._controller.torch
         out: list[np.ndarray] = []
 
-        def greedy(i: int, logp: Any) -> int:
-            out.append(logp.exp().numpy().copy())
-            return int(torch.argmax(logp))
+        def greedy(i: int, dist: Any) -> float:
+            if self._heads[i]:
+                out.append(dist.exp().numpy().copy())
+                return int(torch.argmax(dist))
+            out.append(np.array([float(dist[0]), math.exp(float(dist[1]))]))
+            return float(dist[0])
 
         with torch.no_grad():
             self._controller.walk(greedy)
@@ -404,7 +510,7 @@ class ReinforceSearch(NASSearch):
     def _get_state(self) -> dict[str, Any]:
         return {
             "options": dict(self.options),
-            "controller": self._controller.get_state(),
+            "controller": self._controller.get_state() if self._controller else None,
             "baseline": self._baseline,
             "reward_stats": list(self._stats),
             "scores": list(self._scores),
@@ -416,12 +522,15 @@ class ReinforceSearch(NASSearch):
         options.setdefault("reward", "raw")  # states saved before rank rewards existed
         if options.get("policy") not in POLICIES:
             raise ValueError(f"unknown policy {options.get('policy')!r}")
-        if options != self.options:
-            self._controller = _Controller(self.space.dims, options, 0)
+        if options != self.options or self._controller is None:
+            self._controller = _Controller(gene_heads(self.space), options, 0)
         self.options = options
         self._controller.set_state(state["controller"])
         baseline = state["baseline"]
         self._baseline = None if baseline is None else float(baseline)
         self._stats = [float(x) for x in state["reward_stats"]]
         self._scores = sorted(float(x) for x in state.get("scores", []))
-        self._vectors = {str(t): [int(i) for i in v] for t, v in state["vectors"].items()}
+        self._vectors = {
+            str(t): [int(x) if n else float(x) for n, x in zip(self._heads, v, strict=True)]
+            for t, v in state["vectors"].items()
+        }

@@ -101,6 +101,21 @@ class SearchSpace(ABC):
         """Number of distinct vectors (architecture strings) in the space."""
         return int(np.prod(self.dims, dtype=object))
 
+    @property
+    def gene_upper(self) -> np.ndarray:
+        """Upper bound of each entry of ``encode``'s vector (the lower bound is 0)."""
+        return np.array(self.dims, dtype=np.float64) - 1.0
+
+    @property
+    def gene_integral(self) -> np.ndarray:
+        """Which entries of ``encode``'s vector are integer indices (else reals in [0, 1])."""
+        return np.ones(len(self.dims), dtype=bool)
+
+    @property
+    def finite(self) -> bool:
+        """Whether the space has finitely many architectures (no continuous decision)."""
+        return bool(self.gene_integral.all())
+
     def sample(self, rng: np.random.Generator) -> Arch:
         """A uniformly random architecture."""
         return self.decode([int(rng.integers(n)) for n in self.dims])
@@ -218,6 +233,17 @@ class SearchSpace(ABC):
         ``resolution`` overrides the space's input resolution (square images).
         """
         raise NotImplementedError(f"space {self.name!r} has no count_flops")
+
+    def spec(self) -> dict[str, Any]:
+        """``{"name", "options"}`` from which ``spaces.space_from_spec`` rebuilds this space.
+
+        The default takes the ``options`` of ``describe()``; JSON-friendly (tuples as lists).
+        """
+        options = dict(self.describe().get("options", {}))
+        return {
+            "name": self.name,
+            "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        }
 
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary of the space (name, decisions, size) for logging."""

@@ -17,6 +17,7 @@ _SPACES: dict[str, Callable[..., SearchSpace]] = {}
 _BUILTIN: dict[str, str] = {
     "nb201": "spaces.nb201.space",
     "mobilenet": "spaces.mobilenet.space",
+    "params": "spaces.params.space",
 }
 
 F = TypeVar("F", bound=Callable[..., SearchSpace])
@@ -44,6 +45,16 @@ def list_spaces() -> list[str]:
     names = set(_BUILTIN) | set(_SPACES)
     names |= {ep.name.lower() for ep in entry_points(group="raynas.spaces")}
     return sorted(names)
+
+
+def space_from_spec(spec: Any) -> SearchSpace:
+    """The space a ``SearchSpace.spec()`` dict describes (``{"name": ..., "options": {...}}``)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ValueError(f"a space spec is a mapping with a 'name', got {spec!r:.200}")
+    options = spec.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"space spec options must be a mapping, got {options!r:.200}")
+    return create_space(spec["name"], **options)
 
 
 def create_space(name: str, **options: Any) -> SearchSpace:

@@ -272,6 +272,22 @@ class MobileNetSpace(SearchSpace):
         }
         return out
 
+    def spec(self) -> dict[str, Any]:
+        """Name and every constructor option, JSON-friendly."""
+        return {
+            "name": self.name,
+            "options": {
+                "resolution": self.resolution,
+                "stem_width": self.stem_width,
+                "widths": list(self.widths),
+                "strides": list(self.strides),
+                "depth_choices": list(self.depth_choices),
+                "kernel_choices": list(self.kernel_choices),
+                "expand_choices": list(self.expand_choices),
+                "head_width": self.head_width,
+            },
+        }
+
     # -------------------------------------------------------------- networks
     def build_network(
         self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3

@@ -53,7 +53,7 @@ def test_run_tabular_search_end_to_end(tmp_path, nb201_dir, ray_session, capsys)
     config = {
         "name": "tab",
         "space": "nb201",
-        "searcher": {"name": "regularized_evolution", "population_size": 4, "sample_size": 2},
+        "searcher": {"name": "regularized_evolution", "population_size": 4, "tournament_size": 2},
         "evaluator": {"name": "tabular", "table_path": str(nb201_dir / "cifar10.csv")},
         "budget": {"trials": 10, "concurrency": 2},
         "seed": 3,
@@ -213,7 +213,7 @@ def test_multi_objective_constrained_search(tmp_path, nb201_dir, ray_session, ca
     config = {
         "name": "mo",
         "space": "nb201",
-        "searcher": {"name": "nsga2", "pop_size": 6},
+        "searcher": {"name": "nsga2", "population_size": 6},
         "evaluator": {"name": "tabular", "table_path": str(nb201_dir), "devices": ["pixel3"]},
         "metric": ["val_acc", "latency_pixel3"],
         "mode": ["max", "min"],

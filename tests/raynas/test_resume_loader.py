@@ -45,7 +45,7 @@ from spaces import create_space
 
 SPACE = create_space("nb201")
 REA = "regularized_evolution"
-REA_OPTIONS = {"population_size": 4, "sample_size": 2}
+REA_OPTIONS = {"population_size": 4, "tournament_size": 2}
 T0 = 1_700_000_000_000  # ms
 
 
@@ -598,7 +598,7 @@ def test_real_search_reads_back(tmp_path: Path, nb201_dir: Path, ray_session: No
     config = {
         "name": "real",
         "space": "nb201",
-        "searcher": {"name": REA, "population_size": 5, "sample_size": 2},
+        "searcher": {"name": REA, "population_size": 5, "tournament_size": 2},
         "evaluator": {"name": "tabular", "table_path": str(nb201_dir)},
         "budget": {"trials": 20, "concurrency": 2},
         "seed": 3,
@@ -625,7 +625,7 @@ def test_real_search_reads_back(tmp_path: Path, nb201_dir: Path, ray_session: No
 
     state = json.loads(Path(client.download_artifacts(run_id, "searcher_state.json",
                                                       str(tmp_path / "st"))).read_text())
-    options = {"population_size": 5, "sample_size": 2, "seed": 3}
+    options = {"population_size": 5, "tournament_size": 2, "seed": 3}
     restored = create_searcher(REA, SPACE, metric="val_acc", mode="max", **options)
     restored.set_state(state)
     assert _seen(restored) == {t.canonical for t in trials}

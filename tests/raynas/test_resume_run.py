@@ -31,7 +31,7 @@ def _config(tmp_path: Path, nb201_dir: Path, **extra: Any) -> dict[str, Any]:
     return {
         "name": "killme",
         "space": "nb201",
-        "searcher": {"name": "regularized_evolution", "population_size": 8, "sample_size": 3},
+        "searcher": {"name": "regularized_evolution", "population_size": 8, "tournament_size": 3},
         "evaluator": {"name": "tabular", "table_path": str(nb201_dir), "delay_s": 0.4},
         "budget": {"trials": 36, "concurrency": 2},
         "seed": 5,

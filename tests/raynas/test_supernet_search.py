@@ -16,7 +16,7 @@ def test_greedynas_search_seeds_from_the_supernet_pool(tmp_path, ray_session) ->
     cfg = parse_config({
         "name": "greedy",
         "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "resolution": 8},
-        "searcher": {"name": "greedynas", "population_size": 5, "sample_size": 2},
+        "searcher": {"name": "greedynas", "population_size": 5, "tournament_size": 2},
         "evaluator": {
             "name": "supernet", "method": "greedynas", "train_steps": 30, "num_threads": 1,
             "greedy_m": 4, "greedy_k": 2, "pool_size": 50,
@@ -46,7 +46,7 @@ def test_search_survives_a_killed_supernet_host(tmp_path, ray_session) -> None:
     cfg = parse_config({
         "name": "killhost",
         "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "resolution": 8},
-        "searcher": {"name": "regularized_evolution", "population_size": 4, "sample_size": 2},
+        "searcher": {"name": "regularized_evolution", "population_size": 4, "tournament_size": 2},
         "evaluator": {"name": "supernet", "train_steps": 20, "num_threads": 1,
                       "host_name": name},
         "budget": {"trials": 10, "concurrency": 2, "cpus_per_trial": 0.5},

@@ -81,10 +81,10 @@ def test_select_dcd_any_size(size: int, k: int) -> None:
     ("option", "value"),
     [
         ("population_size", 1),
-        ("tournsize", 0),
+        ("tournament_size", 0),
         ("selection", "roulette"),
         ("crossover", "pmx"),
-        ("cx_prob", -0.1),
+        ("crossover_prob", -0.1),
         ("mut_prob", 2.0),
         ("gene_prob", 0.0),
         ("survivors", "comma"),

@@ -20,7 +20,7 @@ from spaces import create_space
 TABLE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nb201" / "cifar10.csv"
 METRIC = "val_acc_200ep"
 QUERIES = 100
-REA = ("regularized_evolution", {"population_size": 20, "sample_size": 5})
+REA = ("regularized_evolution", {"population_size": 20, "tournament_size": 5})
 RANDOM = ("random", {})
 
 # (searcher, options, seed) -> (returned arch, its val_acc_200ep, sha256[:16] of the sequence)

@@ -266,7 +266,7 @@ def test_pool_seeding_beats_random_init_on_nb201(nb201_dir: Path, first_seed: in
         archs: list[Arch] = drive(searcher, space, 100, score=lambda a: val[str(a)])
         return max(val[str(a)] for a in archs)
 
-    options = {"metric": METRIC, "mode": "max", "population_size": 20, "sample_size": 5}
+    options = {"metric": METRIC, "mode": "max", "population_size": 20, "tournament_size": 5}
     seeds = range(first_seed, first_seed + 10)
     greedy = [best_of_100(GreedyNASSearch(space, candidates=pool, seed=s, **options))
               for s in seeds]

@@ -21,7 +21,7 @@ class TestCategoricalOperatorsConformance(SearcherConformance):
 
     @staticmethod
     def make_searcher(space: SearchSpace, **kwargs: Any) -> NSGA2Search:
-        return NSGA2Search(space, pop_size=8, crossover="uniform", mutation="random", **kwargs)
+        return NSGA2Search(space, population_size=8, crossover="uniform", mutation="random", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +55,23 @@ def make(space: SearchSpace, **kw: Any) -> NSGA2Search:
 
 def test_helpers() -> None:
     assert objective_vector([90.0, -5.0]) == [-90.0, 5.0]
-    problem = make_problem((5, 3), n_obj=2, n_constr=1)
+    problem = make_problem((4, 2), (True, True), n_obj=2, n_constr=1)
     assert (problem.n_var, problem.n_obj, problem.n_ieq_constr) == (2, 2, 1)
     assert list(problem.xl) == [0, 0] and list(problem.xu) == [4, 2]
+    mixed = make_problem((4.0, 1.0), (True, False), n_obj=1, n_constr=0)
+    assert list(mixed.xu) == [4.0, 1.0] and mixed.vtype is float
 
 
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("pop_size", 1),
-        ("pop_size", True),
+        ("population_size", 1),
+        ("population_size", True),
         ("n_offsprings", 0),
         ("crossover", "pmx"),
         ("mutation", "flip"),
         ("crossover_prob", 1.5),
-        ("mutation_prob", 0.0),
+        ("gene_prob", 0.0),
         ("eta", -1.0),
     ],
 )
@@ -109,7 +111,7 @@ def test_constrained_front_is_feasible(space: SearchSpace, synthetic: dict[str, 
 
 def test_pareto_front_equals_brute_force(space: SearchSpace, synthetic: dict[str, Any]) -> None:
     table = synthetic["table"]
-    searcher = make(space, pop_size=10, seed=4)
+    searcher = make(space, population_size=10, seed=4)
     archs = drive(searcher, space, 80, concurrency=3, result=two_objectives(table))
 
     def dominated(a: Arch) -> bool:
@@ -128,7 +130,7 @@ def told_history(searcher: NSGA2Search) -> list[dict[str, Any]]:
 
 
 def test_generation_told_only_after_every_member_reported(space: SearchSpace) -> None:
-    searcher = make(space, pop_size=6, metric=METRIC, mode="max")
+    searcher = make(space, population_size=6, metric=METRIC, mode="max")
     score = objective(space)
     members = []
     for i in range(6):
@@ -153,7 +155,7 @@ def test_generation_told_only_after_every_member_reported(space: SearchSpace) ->
 
 
 def test_nan_member_never_enters_population(space: SearchSpace) -> None:
-    searcher = make(space, pop_size=4)
+    searcher = make(space, population_size=4)
     configs = [searcher.suggest(f"n{i}") for i in range(4)]
     for i, config in enumerate(configs):
         assert isinstance(config, dict)
@@ -165,7 +167,7 @@ def test_nan_member_never_enters_population(space: SearchSpace) -> None:
 
 
 def test_evaluated_points_join_the_next_tell(space: SearchSpace) -> None:
-    searcher = make(space, pop_size=4)
+    searcher = make(space, population_size=4)
     rng = np.random.default_rng(11)
     warm = [space.sample(rng) for _ in range(3)]
     for i, arch in enumerate(warm):
@@ -182,7 +184,7 @@ def test_evaluated_points_join_the_next_tell(space: SearchSpace) -> None:
 
 
 def test_member_already_evaluated_takes_known_result(space: SearchSpace) -> None:
-    searcher = make(space, pop_size=6)
+    searcher = make(space, population_size=6)
     assert isinstance(searcher.suggest("a0"), dict)
     members = searcher.get_state()["algorithm"]["generation"]["members"]
     repeat = space.decode(members[3][0])
@@ -217,14 +219,14 @@ def test_save_restore_with_pending_trials_under_concurrency(
 
     pending_a: list[tuple[str, Arch]] = []
     ids_a = [0]
-    first = make(space, pop_size=8, seed=5)
+    first = make(space, population_size=8, seed=5)
     head = run(first, 30, pending_a, ids_a)
     path = str(tmp_path / "nsga2.json")
     first.save(path)
     assert pending_a  # saved with trials in flight
     pending_b, ids_b = list(pending_a), list(ids_a)
     tail_a = run(first, 30, pending_a, ids_a)
-    second = make(space, pop_size=8, seed=123)
+    second = make(space, population_size=8, seed=123)
     second.restore(path)
     tail_b = run(second, 30, pending_b, ids_b)
     assert tail_a == tail_b and len(set(head + tail_a)) == 60
@@ -232,7 +234,7 @@ def test_save_restore_with_pending_trials_under_concurrency(
 
 def test_tiny_space_never_deadlocks() -> None:
     space = TinySpace()
-    searcher = NSGA2Search(space, metric=METRIC, mode="max", pop_size=20, seed=0)
+    searcher = NSGA2Search(space, metric=METRIC, mode="max", population_size=20, seed=0)
     archs = drive(searcher, space, 20, concurrency=3)
     assert sorted(map(str, archs)) == sorted(map(str, space.enumerate()))
 
@@ -252,7 +254,7 @@ def test_single_objective_beats_random(space: SearchSpace) -> None:
 
 def test_global_rng_untouched(space: SearchSpace) -> None:
     numpy_state, python_state = np.random.get_state(), random.getstate()
-    drive(make(space, pop_size=6), space, 30, result=lambda a: {METRIC: 1.0, "params": 2.0})
+    drive(make(space, population_size=6), space, 30, result=lambda a: {METRIC: 1.0, "params": 2.0})
     after = np.random.get_state()
     assert all(np.array_equal(x, y) for x, y in zip(numpy_state, after))
     assert random.getstate() == python_state
