@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
@@ -67,8 +68,10 @@ def get_searcher_class(name: str) -> type[NASSearch]:
     return cls
 
 
-def create_searcher(name: str, space: SearchSpace, **options: Any) -> NASSearch:
-    """Build searcher ``name`` over ``space`` with its keyword options."""
+def create_searcher(
+    name: str, space: SearchSpace | Mapping[str, Any] | None = None, **options: Any
+) -> NASSearch:
+    """Build searcher ``name`` over ``space`` (a space, a Tune param-space dict, or None)."""
     cls = get_searcher_class(name)
     try:
         return cls(space, **options)

@@ -17,14 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.tune.search import Searcher
+from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
 
-from searchers._base import read_json, write_json_atomic
-from spaces import SearchSpace
+from searchers._base import as_space, read_json, write_json_atomic
+from spaces import ParamSpace, SearchSpace, space_from_spec
 
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "raynas.portfolio/1"
+_NO_MEMBERS = "PortfolioSearch has no searchers: pass members=, or restore a saved portfolio"
 # Bookkeeping keys of a Tune result that are not properties of the architecture.
 _VOLATILE = {
     "config", "trial_id", "experiment_tag", "pid", "node_ip", "hostname", "date",
@@ -76,8 +77,15 @@ class PortfolioSearch(Searcher):
     * A member that raises is marked failed (``on_failure(label, message)`` is called) and
       the others go on; its running trials still finish and feed the cache.
 
+    Tune-native like its members: ``PortfolioSearch()`` builds bare (Tune's restore path);
+    the space may come from Tune's ``param_space`` (handed to members without one); the
+    state names each member's class, budget and sharing, so ``restore`` on a bare instance
+    rebuilds the whole portfolio. ``suggest`` before a space or metric is known raises
+    Tune's ``UNDEFINED_SEARCH_SPACE`` / ``UNDEFINED_METRIC_MODE`` errors.
+
     Args:
-        space: the search space every member searches.
+        space: the search space every member searches (a Tune param-space dict works too);
+            default: the first member's, else Tune's ``param_space``.
         members: the searchers, each with a label and an evaluation budget.
         metric, mode: Tune's metric and mode (the first objective).
         cache: answer repeated architectures from the cache.
@@ -89,8 +97,8 @@ class PortfolioSearch(Searcher):
 
     def __init__(
         self,
-        space: SearchSpace,
-        members: Sequence[PortfolioMember],
+        space: SearchSpace | Mapping[str, Any] | None = None,
+        members: Sequence[PortfolioMember] = (),
         *,
         metric: str | None = None,
         mode: str | None = None,
@@ -99,20 +107,16 @@ class PortfolioSearch(Searcher):
         max_hits_per_suggest: int = 1000,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
-        if not members:
-            raise ValueError("a portfolio needs at least one searcher")
-        labels = [m.label for m in members]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"portfolio labels must be unique, got {labels}")
-        for m in members:
-            if isinstance(m.trials, bool) or not isinstance(m.trials, int) or m.trials < 1:
-                raise ValueError(f"member {m.label!r}: trials must be an integer >= 1")
-        self.space = space
+        self._check_members(members)
+        if space is None:
+            space = next((getattr(m.searcher, "space", None) for m in members
+                          if getattr(m.searcher, "space", None) is not None), None)
+        self.space: SearchSpace | None = None if space is None else as_space(space)
         self.members = {m.label: m for m in members}
         self.cache = cache
         self.on_failure = on_failure
         self.max_hits_per_suggest = max_hits_per_suggest
-        self._order = labels
+        self._order = [m.label for m in members]
         self._next = 0
         self._results: dict[str, dict[str, Any]] = {}  # canonical -> metrics
         self._configs: dict[str, dict[str, Any]] = {}  # canonical -> config
@@ -121,19 +125,51 @@ class PortfolioSearch(Searcher):
         self._trials: dict[str, tuple[str, str, str]] = {}  # trial id -> (label, sub id, key)
         self._completed: set[str] = set()
 
+    @staticmethod
+    def _check_members(members: Sequence[PortfolioMember]) -> None:
+        labels = [m.label for m in members]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"portfolio labels must be unique, got {labels}")
+        for m in members:
+            if isinstance(m.trials, bool) or not isinstance(m.trials, int) or m.trials < 1:
+                raise ValueError(f"member {m.label!r}: trials must be an integer >= 1")
+
     # ------------------------------------------------------------------ Tune hooks
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
     ) -> bool:
-        """Forward metric and mode to every member."""
+        """Take metric, mode and (without a space) the space from Tune; forward to members.
+
+        Returns False when the portfolio already has a space and ``config`` is not empty.
+        """
         self._metric = self._metric or metric
         self._mode = self._mode or mode
+        taken: dict[str, Any] = {}
+        answer = True
+        if config and self.space is not None:
+            answer = False
+        elif config:
+            try:
+                self.space = ParamSpace(config)
+                taken = config
+            except ValueError as exc:
+                if "no search domain" not in str(exc):
+                    raise
         for m in self.members.values():
-            m.searcher.set_search_properties(metric, mode, config, **spec)
-        return True
+            has_space = getattr(m.searcher, "space", None) is not None
+            m.searcher.set_search_properties(metric, mode, {} if has_space else taken, **spec)
+        return answer
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next member's proposal (tagged with its label), ``None`` to wait, or FINISHED."""
+        if self.space is None:
+            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__,
+                                                             space="space"))
+        if self._metric is None or self._mode is None:
+            raise RuntimeError(UNDEFINED_METRIC_MODE.format(
+                cls=type(self).__name__, metric=self._metric, mode=self._mode))
+        if not self.members:
+            raise RuntimeError(_NO_MEMBERS)
         for _ in range(len(self._order)):
             member = self.members[self._order[self._next % len(self._order)]]
             self._next += 1
@@ -161,7 +197,8 @@ class PortfolioSearch(Searcher):
         """Route the result to its member, fill the cache, answer parked and sharing members."""
         entry = self._trials.pop(trial_id, None)
         if entry is None:
-            logger.warning("portfolio: completion of unknown trial %s ignored", trial_id)
+            if trial_id not in self._completed:
+                logger.warning("portfolio: completion of unknown trial %s ignored", trial_id)
             return
         label, sub_id, key = entry
         self._completed.add(trial_id)
@@ -205,6 +242,9 @@ class PortfolioSearch(Searcher):
         With ``label`` the result counts as one of that member's evaluations (a trial it ran
         before a resume); without, every sharing member is told of it. Results fill the cache.
         """
+        if self.space is None:
+            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__,
+                                                             space="space"))
         config = {k: v for k, v in parameters.items() if k != self.MEMBER_KEY}
         key = self.space.canonical(self.space.from_config(config))
         result: dict[str, Any] = (
@@ -340,15 +380,27 @@ class PortfolioSearch(Searcher):
         members = {}
         for label, m in self.members.items():
             getter = getattr(m.searcher, "get_state", None)
+            cls = type(m.searcher)
             members[label] = {
                 "evaluations": m.evaluations, "running": m.running, "hits": m.hits,
                 "shared_in": m.shared_in, "status": m.status, "error": m.error,
                 "counter": m._counter,
+                "class": f"{cls.__module__}:{cls.__qualname__}",
+                "trials": m.trials, "share": m.share,
                 "state": getter() if callable(getter) else None,
             }
+        spec = None
+        if self.space is not None:
+            try:
+                spec = self.space.spec()
+            except (TypeError, ValueError, NotImplementedError):
+                spec = None
         return {
             "format": STATE_FORMAT,
-            "space": self.space.name,
+            "space": None if self.space is None else self.space.name,
+            "space_spec": spec,
+            "metric": self._metric,
+            "mode": self._mode,
             "order": list(self._order),
             "next": self._next,
             "members": members,
@@ -361,12 +413,24 @@ class PortfolioSearch(Searcher):
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Replace the state with one from ``get_state`` (same labels, same space)."""
+        """Replace the state with one from ``get_state`` (same labels, same space).
+
+        A bare portfolio (no members) rebuilds its members from the classes, budgets and
+        states recorded, and its space from the recorded spec.
+        """
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a raynas portfolio state (expected {STATE_FORMAT!r})")
-        if state.get("space") != self.space.name:
+        if self.space is None and state.get("space_spec") is not None:
+            try:
+                self.space = space_from_spec(state["space_spec"])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"cannot rebuild the portfolio's space: {exc}") from None
+        if not self.members:
+            self._rebuild_members(state)
+        if self.space is None or state.get("space") != self.space.name:
             raise ValueError(
-                f"portfolio state is for space {state.get('space')!r}, not {self.space.name!r}"
+                f"portfolio state is for space {state.get('space')!r}, not "
+                f"{getattr(self.space, 'name', None)!r}"
             )
         if sorted(state.get("members", {})) != sorted(self.members):
             raise ValueError(
@@ -393,9 +457,37 @@ class PortfolioSearch(Searcher):
             self._parked = {k: [(a, b) for a, b in v] for k, v in state["parked"].items()}
             self._trials = {k: (a, b, c) for k, (a, b, c) in state["trials"].items()}
             self._completed = set(state["completed"])
+            self._metric = state.get("metric", self._metric) or self._metric
+            self._mode = state.get("mode", self._mode) or self._mode
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"corrupt portfolio state: {exc!r}") from None
 
+    def _rebuild_members(self, state: Mapping[str, Any]) -> None:
+        """Bare members of the recorded classes; ``set_state`` then fills them in."""
+        from importlib import import_module
+
+        members = []
+        for label in state.get("order", []):
+            saved = state.get("members", {}).get(label)
+            if not isinstance(saved, Mapping) or "class" not in saved:
+                raise ValueError(f"portfolio state does not say which searcher {label!r} is")
+            module, _, name = str(saved["class"]).partition(":")
+            try:
+                cls: Any = import_module(module)
+                for part in name.split("."):
+                    cls = getattr(cls, part)
+                searcher = cls()
+            except Exception as exc:  # a plug-in that is gone or cannot be built bare
+                raise ValueError(
+                    f"cannot rebuild portfolio searcher {label!r} ({saved['class']}): {exc}"
+                ) from None
+            members.append(PortfolioMember(label, searcher, int(saved["trials"]),
+                                           bool(saved.get("share", True))))
+        self._check_members(members)
+        if not members:
+            raise ValueError("portfolio state has no searchers")
+        self.members = {m.label: m for m in members}
+        self._order = [m.label for m in members]
     def save(self, checkpoint_path: str) -> None:
         """Write the state as JSON (never pickle) to ``checkpoint_path``, atomically."""
         write_json_atomic(checkpoint_path, self.get_state())
@@ -413,6 +505,14 @@ class PortfolioSearch(Searcher):
 
     def __repr__(self) -> str:
         return f"PortfolioSearch({', '.join(self._order)})"
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PortfolioSearch:
+        clone = copy.copy(self)
+        memo[id(self)] = clone
+        for key, value in self.__getstate__().items():
+            setattr(clone, key, copy.deepcopy(value, memo))
+        clone.on_failure = self.on_failure  # a callback is shared, not copied
+        return clone
 
 
 _FAILED = object()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
-
 from collections.abc import Mapping
+from typing import Any
 
 from searchers._base import NASSearch, renamed_option
 from spaces import Arch, SearchSpace

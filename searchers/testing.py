@@ -10,21 +10,45 @@ Subclass ``SearcherConformance`` in a test module and provide ``make_searcher``:
             return MySearcher(space, **kwargs)
 
 ``kwargs`` carries ``metric``, ``mode``, ``seed`` and sometimes ``max_trials``; pass them on.
+``space`` may be ``None`` (a bare searcher, as Tune's restore path builds it) or a Tune
+param-space dict (``MIXED_PARAM_SPACE``): the suite checks that a searcher is Tune-native as
+Ray's own searchers are: it takes its space, metric and mode from ``tune.Tuner``, raises
+Tune's own errors when used before, pickles and deep-copies at any point, and a bare
+instance restored from a saved file continues exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cloudpickle
 import numpy as np
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray import tune
+from ray.tune.search import (
+    UNDEFINED_METRIC_MODE,
+    UNDEFINED_SEARCH_SPACE,
+    ConcurrencyLimiter,
+    Searcher,
+)
 
 from searchers._base import NASSearch
-from spaces import Arch, Decision, SearchSpace, create_space
+from spaces import Arch, Decision, ParamSpace, SearchSpace, create_space
 
 METRIC = "score"
+# Every kind of Tune domain a searcher must handle, nested, with constants.
+MIXED_PARAM_SPACE: dict[str, Any] = {
+    "op": tune.choice(["conv", "pool", "skip"]),
+    "depth": tune.randint(1, 6),
+    "width": tune.qrandint(16, 128, 16),
+    "lr": tune.loguniform(1e-4, 1e-1),
+    "dropout": tune.uniform(0.0, 0.5),
+    "model": {"act": tune.choice(["relu", "gelu"]), "norm": "batch"},
+    "epochs": 3,
+}
 
 
 class TinySpace(SearchSpace):
@@ -55,7 +79,15 @@ class TinySpace(SearchSpace):
 
 
 def objective(space: SearchSpace) -> Callable[[Arch], float]:
-    """A fixed synthetic score: a seeded linear function of the one-hot encoding."""
+    """A fixed synthetic score: a seeded linear function of the one-hot encoding.
+
+    Continuous genes (a ``ParamSpace``) enter linearly, scaled to [0, 1].
+    """
+    if not space.gene_integral.all():
+        rng = np.random.default_rng(123)
+        upper = np.maximum(space.gene_upper, 1.0)
+        w = rng.normal(size=len(upper))
+        return lambda arch: float(np.dot(w, space.encode(arch) / upper))
     weights = [np.random.default_rng(123).normal(size=n) for n in space.dims]
     return lambda arch: float(sum(w[i] for w, i in zip(weights, space.encode(arch))))
 
@@ -251,3 +283,122 @@ class SearcherConformance:
         searcher.add_evaluated_point(space.to_config(arch), 3.0)
         assert searcher.is_seen(arch)
         assert searcher.best is not None and searcher.best[1] == 3.0
+
+
+    # ----------------------------------------------------------- Tune-native contract
+    def _bare(self, **kwargs: Any) -> NASSearch:
+        return self.make_searcher(None, **kwargs)  # type: ignore[arg-type]
+
+    def test_builds_bare_and_with_metric_and_mode_only(self) -> None:
+        bare = self._bare()
+        assert bare.space is None
+        named = self._bare(metric=METRIC, mode="max")
+        assert (named.metric, named.mode) == (METRIC, "max")
+        with_dict = self.make_searcher(MIXED_PARAM_SPACE, metric=METRIC,  # type: ignore[arg-type]
+                                       mode="max", seed=0)
+        assert with_dict.space == ParamSpace(MIXED_PARAM_SPACE)
+
+    def test_takes_space_metric_and_mode_from_tune(self) -> None:
+        searcher = self._bare(seed=0)
+        assert searcher.set_search_properties(METRIC, "max", MIXED_PARAM_SPACE) is True
+        config = searcher.suggest("t0")
+        assert isinstance(config, dict)
+        assert config["epochs"] == 3 and config["model"]["norm"] == "batch"
+        space = ParamSpace(MIXED_PARAM_SPACE)
+        assert space.validate(space.from_config(config))
+        searcher.on_trial_complete("t0", {METRIC: 1.0})
+        assert searcher.best is not None and searcher.best[1] == 1.0
+
+    def test_refuses_tune_param_space_when_it_has_a_space(self) -> None:
+        searcher = self.make_searcher(create_space(self.space_name), seed=0)
+        assert searcher.set_search_properties(METRIC, "max", MIXED_PARAM_SPACE) is False
+        assert searcher.set_search_properties(METRIC, "max", {}) is True
+        assert searcher.metric == METRIC and isinstance(searcher.suggest("t0"), dict)
+
+    def test_suggest_before_setup_raises_tunes_errors(self) -> None:
+        searcher = self._bare(metric=METRIC, mode="max")
+        expected = UNDEFINED_SEARCH_SPACE.format(cls=type(searcher).__name__, space="space")
+        try:
+            searcher.suggest("t0")
+        except RuntimeError as exc:
+            assert str(exc) == expected
+        else:
+            raise AssertionError("suggest without a space must raise RuntimeError")
+        searcher = self._bare()
+        searcher.set_search_properties(None, None, MIXED_PARAM_SPACE)  # type: ignore[arg-type]
+        expected = UNDEFINED_METRIC_MODE.format(cls=type(searcher).__name__, metric=None,
+                                                mode=None)
+        try:
+            searcher.suggest("t0")
+        except RuntimeError as exc:
+            assert str(exc) == expected
+        else:
+            raise AssertionError("suggest without a metric must raise RuntimeError")
+
+    def test_pickles_and_copies_at_any_point(self) -> None:
+        space = ParamSpace(MIXED_PARAM_SPACE)
+        stages = []
+        searcher = self._bare(seed=4)
+        stages.append(searcher)
+        searcher = self._bare(seed=4)
+        searcher.set_search_properties(METRIC, "max", MIXED_PARAM_SPACE)
+        stages.append(searcher)
+        mid = self.make_searcher(MIXED_PARAM_SPACE, metric=METRIC,  # type: ignore[arg-type]
+                                 mode="max", seed=4)
+        drive(mid, space, 15, concurrency=2)
+        mid.suggest("open-a")
+        mid.suggest("open-b")
+        stages.append(mid)
+        for original in stages:
+            for clone in (
+                pickle.loads(pickle.dumps(original)),
+                cloudpickle.loads(cloudpickle.dumps(original)),
+                copy.deepcopy(original),
+            ):
+                assert type(clone) is type(original)
+                assert _continuation(clone, space) == _continuation(copy.deepcopy(original),
+                                                                     space)
+
+    def test_bare_instance_restores_everything(self, tmp_path: Any) -> None:
+        for space in (ParamSpace(MIXED_PARAM_SPACE), create_space(self.space_name)):
+            searcher = self.make_searcher(space, metric=METRIC, mode="min", seed=6)
+            drive(searcher, space, 12, concurrency=3)
+            open_configs = [searcher.suggest("p0"), searcher.suggest("p1")]
+            assert all(isinstance(c, dict) for c in open_configs)
+            path = str(tmp_path / f"{space.name}.json")
+            searcher.save(path)
+            fresh = self._bare()
+            fresh.restore(path)
+            assert (fresh.metric, fresh.mode) == (METRIC, "min")
+            assert fresh.space.describe() == space.describe()
+            assert fresh.pending_trial_ids == searcher.pending_trial_ids == ["p0", "p1"]
+            assert _continuation(fresh, space) == _continuation(searcher, space)
+
+    def test_searches_a_mixed_param_space(self) -> None:
+        space = ParamSpace(MIXED_PARAM_SPACE)
+        first = drive(self.make_searcher(MIXED_PARAM_SPACE, metric=METRIC,  # type: ignore[arg-type]
+                                         mode="max", seed=2), space, 60, concurrency=2)
+        assert len(first) == 60 and len(set(first)) == 60
+        again = drive(self.make_searcher(MIXED_PARAM_SPACE, metric=METRIC,  # type: ignore[arg-type]
+                                         mode="max", seed=2), space, 60, concurrency=2)
+        assert again == first
+        lrs = {json_value(a, "lr") for a in first}
+        assert all(1e-4 <= v <= 1e-1 for v in lrs)
+
+
+def json_value(arch: Arch, key: str) -> Any:
+    """One decision's value in a ``ParamSpace`` architecture string."""
+    import json
+
+    return json.loads(str(arch))[key]
+
+
+def _continuation(searcher: Any, space: SearchSpace, n: int = 10) -> list[Any]:
+    """Complete the searcher's open trials, then drive ``n`` more; what it suggested."""
+    if searcher.space is None:
+        searcher.set_search_properties(METRIC, "max", MIXED_PARAM_SPACE)
+    f = objective(space)
+    for trial_id in list(searcher.pending_trial_ids):
+        text = searcher._pending[trial_id]
+        searcher.on_trial_complete(trial_id, {METRIC: f(space.from_string(text))})
+    return drive(searcher, space, n, prefix="c")

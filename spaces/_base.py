@@ -14,6 +14,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from spaces.layout import LatencyLayout
+
 logger = logging.getLogger(__name__)
 
 Arch = Hashable
@@ -272,3 +274,37 @@ class SearchSpace(ABC):
                     f"range [0, {n})"
                 )
         return vec.astype(np.int64)
+
+    # --------------- what the core asks of a space
+    # Hooks raynas calls instead of branching on a space's name. The optional ones raise
+    # NotImplementedError naming the space and the hook; callers turn that into a ValueError.
+    def active_mask(self, vectors: np.ndarray) -> np.ndarray:
+        """Which decisions of each index vector ``(n, d)`` shape the network (default: all)."""
+        shape = np.asarray(vectors).reshape(-1, len(self.dims)).shape
+        return np.ones(shape, dtype=bool)
+
+    def features(self, vectors: np.ndarray) -> np.ndarray:
+        """Learned predictors' float32 inputs: one-hot of each active choice (reals as is)."""
+        vectors = np.asarray(vectors).reshape(-1, len(self.dims))
+        integral = self.gene_integral
+        widths = np.where(integral, self.dims, 1)
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64)
+        out = np.zeros((len(vectors), int(widths.sum())), dtype=np.float32)
+        active = self.active_mask(vectors)
+        rows, genes = np.nonzero(active & integral)
+        out[rows, offsets[genes] + vectors[rows, genes].astype(np.int64)] = 1.0
+        rows, genes = np.nonzero(active & ~integral)
+        out[rows, offsets[genes]] = vectors[rows, genes]
+        return out
+
+    def encode_strings(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Index vectors of many string forms at once, or None to ``encode`` them one by one."""
+        return None
+
+    def latency_layout(self) -> LatencyLayout:
+        """The layers a latency lookup table times, and how an architecture is made of them."""
+        raise NotImplementedError(f"space {self.name!r} has no latency_layout")
+
+    def table_key(self, arch: Arch) -> str:
+        """The key of ``arch``'s row in a benchmark table (its ``arch_str``)."""
+        raise NotImplementedError(f"space {self.name!r} has no table_key")

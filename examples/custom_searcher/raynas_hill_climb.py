@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from searchers import NASSearch
@@ -27,7 +28,7 @@ class HillClimbSearch(NASSearch):
         >>> s.on_trial_complete("t1", {"val_acc": 90.0})
     """
 
-    def __init__(self, space: SearchSpace, **kwargs: Any) -> None:
+    def __init__(self, space: SearchSpace | Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(space, **kwargs)
         self._current: tuple[str, float] | None = None  # arch string, score (higher better)
         self._queue: list[str] | None = None  # current's neighbours not handed out yet

@@ -15,6 +15,8 @@ from spaces._registry import register_space
 if TYPE_CHECKING:
     import torch
 
+    from spaces.layout import LatencyLayout
+
 logger = logging.getLogger(__name__)
 
 # Once-for-All's MobileNetV3 space (Cai et al., 2020): widths after a 16-channel stem.
@@ -357,3 +359,26 @@ class MobileNetSpace(SearchSpace):
             width = b.out_channels
         total += size * size * width * self.head_width
         return total + self.head_width * num_classes
+
+    # --------------- what the core asks of a space
+    def active_mask(self, vectors: np.ndarray) -> np.ndarray:
+        """Every depth, and the kernel and expansion of the blocks within each stage's depth."""
+        vectors = np.asarray(vectors, dtype=np.int64).reshape(-1, len(self.dims))
+        stages, depth = self.num_stages, self.max_depth
+        depths = np.asarray(self.depth_choices)[vectors[:, :stages]]  # (n, stages)
+        slot = np.arange(stages * depth) % depth  # position of each slot within its stage
+        stage = np.arange(stages * depth) // depth
+        active = slot[None, :] < depths[:, stage]  # (n, slots)
+        return np.hstack([np.ones((len(vectors), stages), dtype=bool), active, active])
+
+    def encode_strings(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Index vectors of well-formed strings by whole-batch numpy; None if any is not."""
+        from spaces.mobilenet.strings import encode_strings
+
+        return encode_strings(self, texts)
+
+    def latency_layout(self) -> LatencyLayout:
+        """Block choices per stage and position, timed once each (``spaces.mobilenet.latency``)."""
+        from spaces.mobilenet.latency import MobileNetLayout
+
+        return MobileNetLayout(self)

@@ -15,6 +15,8 @@ from spaces._registry import register_space
 if TYPE_CHECKING:
     import torch
 
+    from spaces.layout import LatencyLayout
+
 logger = logging.getLogger(__name__)
 
 NB201_OPS: tuple[str, ...] = (
@@ -227,6 +229,17 @@ class NB201Space(SearchSpace):
             cell = sum(_OP_MACS[op] for op in ops) * c * c
             total += self.cells_per_stage * size * size * cell
         return total + c * num_classes
+
+    # --------------- what the core asks of a space
+    def latency_layout(self) -> LatencyLayout:
+        """Per-stage cell operations, timed once each (``spaces.nb201.latency``)."""
+        from spaces.nb201.latency import NB201Layout
+
+        return NB201Layout(self)
+
+    def table_key(self, arch: Arch) -> str:
+        """The NAS-Bench-201 string, as in the ``arch_str`` column of the public tables."""
+        return str(self.validate(arch))
 
 
 # Per-operation trainable parameters at c channels, and MACs per output pixel divided by c^2.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from searchers import create_searcher
+from searchers._base import as_space
 from searchers.greedynas import GreedyNASSearch, parse_pool
 from searchers.protocols import CandidateSource
 from searchers.regularized_evolution import RegularizedEvolutionSearch
@@ -62,13 +63,17 @@ class TestPoolConformance(SearcherConformance):
 
     @staticmethod
     def make_searcher(space: SearchSpace, **kwargs: Any) -> GreedyNASSearch:
-        return GreedyNASSearch(space, candidates=distinct(space, 25), **kwargs)
+        if space is None:  # bare: no candidates without a space to check them against
+            return GreedyNASSearch(**kwargs)
+        return GreedyNASSearch(space, candidates=distinct(as_space(space), 25), **kwargs)
 
 
 class TestSourceConformance(SearcherConformance):
     @staticmethod
     def make_searcher(space: SearchSpace, **kwargs: Any) -> GreedyNASSearch:
-        source = CountingSource(distinct(space, 30, seed=1))
+        if space is None:
+            return GreedyNASSearch(pool_k=15, **kwargs)
+        source = CountingSource(distinct(as_space(space), 30, seed=1))
         return GreedyNASSearch(space, candidate_source=source, pool_k=15, **kwargs)
 
 

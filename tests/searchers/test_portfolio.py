@@ -10,8 +10,8 @@ import pytest
 from searchers import create_searcher
 from searchers.portfolio import PortfolioMember, PortfolioSearch
 from searchers.random_search import RandomSearch
-from searchers.testing import METRIC, drive, is_finished, objective
-from spaces import create_space
+from searchers.testing import METRIC, MIXED_PARAM_SPACE, drive, is_finished, objective
+from spaces import ParamSpace, create_space
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +151,74 @@ def test_bad_members_are_rejected(space: Any) -> None:
         PortfolioSearch(space, [_member(space, "a", "random", 1), _member(space, "a", "random", 1)])
     with pytest.raises(ValueError, match="trials"):
         PortfolioSearch(space, [_member(space, "a", "random", 0)])
+
+
+# ------------------------------------------------------------ Tune-native, as its members
+def _bare_members() -> list[PortfolioMember]:
+    return [PortfolioMember("evo", create_searcher("regularized_evolution", seed=0,
+                                                   population_size=5), 20),
+            PortfolioMember("rnd", create_searcher("random", seed=1), 20)]
+
+
+def _continue(portfolio: PortfolioSearch, space: Any, n: int = 12) -> list[Any]:
+    f = objective(space)
+    for trial_id in list(portfolio.pending_trial_ids):
+        key = portfolio._trials[trial_id][2]
+        portfolio.on_trial_complete(trial_id, {METRIC: f(space.from_string(key))})
+    return [space.to_string(a) for a in drive(portfolio, space, n, prefix="k")]
+
+
+def test_bare_portfolio_raises_tunes_errors() -> None:
+    from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE
+
+    with pytest.raises(RuntimeError) as exc:
+        PortfolioSearch().suggest("t0")
+    assert str(exc.value) == UNDEFINED_SEARCH_SPACE.format(cls="PortfolioSearch", space="space")
+    portfolio = PortfolioSearch(members=_bare_members())
+    portfolio.set_search_properties(None, None, MIXED_PARAM_SPACE)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError) as exc:  # it used to answer FINISHED
+        portfolio.suggest("t0")
+    assert str(exc.value) == UNDEFINED_METRIC_MODE.format(cls="PortfolioSearch", metric=None,
+                                                          mode=None)
+
+
+def test_portfolio_takes_space_metric_and_mode_from_tune(space: Any) -> None:
+    portfolio = PortfolioSearch(members=_bare_members())
+    assert portfolio.set_search_properties(METRIC, "max", MIXED_PARAM_SPACE) is True
+    param_space = ParamSpace(MIXED_PARAM_SPACE)
+    assert portfolio.space == param_space
+    assert all(m.searcher.space == param_space for m in portfolio.members.values())
+    config = portfolio.suggest("t0")
+    assert config["epochs"] == 3 and config[PortfolioSearch.MEMBER_KEY] == "evo"
+    assert param_space.validate(param_space.from_config(config))
+    with_space = PortfolioSearch(space, [_member(space, "a", "random", 2)])
+    assert with_space.set_search_properties(METRIC, "max", MIXED_PARAM_SPACE) is False
+    assert with_space.metric == METRIC
+
+
+def test_portfolio_pickles_copies_and_restores_bare(tmp_path: Any) -> None:
+    import copy
+    import pickle
+
+    import cloudpickle
+
+    param_space = ParamSpace(MIXED_PARAM_SPACE)
+    portfolio = PortfolioSearch(members=_bare_members(), metric=METRIC, mode="min")
+    for clone in (pickle.loads(pickle.dumps(portfolio)), copy.deepcopy(portfolio)):
+        assert clone.space is None and list(clone.members) == ["evo", "rnd"]
+    portfolio.set_search_properties(None, None, MIXED_PARAM_SPACE)  # type: ignore[arg-type]
+    drive(portfolio, param_space, 15, concurrency=3)
+    portfolio.suggest("open-1")
+    portfolio.suggest("open-2")
+    path = str(tmp_path / "portfolio.json")
+    portfolio.save(path)
+    expected = _continue(copy.deepcopy(portfolio), param_space)
+    for clone in (pickle.loads(pickle.dumps(portfolio)),
+                  cloudpickle.loads(cloudpickle.dumps(portfolio)), copy.deepcopy(portfolio)):
+        assert _continue(clone, param_space) == expected
+    fresh = PortfolioSearch()
+    fresh.restore(path)
+    assert (fresh.metric, fresh.mode) == (METRIC, "min")
+    assert fresh.space == param_space and list(fresh.members) == ["evo", "rnd"]
+    assert fresh.pending_trial_ids == portfolio.pending_trial_ids
+    assert _continue(fresh, param_space) == expected
