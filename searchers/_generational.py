@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from searchers._base import NASSearch
 from searchers.objectives import Constraint, Outcome
 from searchers.pareto import pareto_mask
@@ -219,11 +221,11 @@ class GenerationalSearch(NASSearch):
             self._survive(seed, rows)
 
     # ---------------------------------------------------------------- helpers
-    def vector_key(self, vector: Sequence[float]) -> str:
+    def vector_key(self, vector: Sequence[float] | np.ndarray) -> str:
         """Canonical form of a gene vector (cached)."""
         return _vector_key(self.space, tuple(self.genes(vector)))
 
-    def genes(self, vector: Sequence[float]) -> list[Any]:
+    def genes(self, vector: Sequence[float] | np.ndarray) -> list[Any]:
         """A gene vector as JSON-friendly numbers: ints for index genes, floats for the rest."""
         cached = self.__dict__.get("_mask")
         if cached is None or cached[0] is not self.space:

@@ -25,7 +25,7 @@ def objective_vector(signed: Sequence[float]) -> list[float]:
 
 
 def make_problem(
-    upper: Sequence[float], integral: Sequence[bool], n_obj: int, n_constr: int
+    upper: Sequence[float] | np.ndarray, integral: Sequence[bool], n_obj: int, n_constr: int
 ) -> Any:
     """The pymoo ``Problem`` of a space's gene encoding (never evaluated by pymoo).
 

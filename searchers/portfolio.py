@@ -219,6 +219,7 @@ class PortfolioSearch(Searcher):
         if metrics is None:
             return
         told = {label, *(lb for lb, _ in parked)}
+        assert self.space is not None  # a trial completed, so suggest found a space
         config = self._configs.get(key) or self.space.to_config(self.space.from_string(key))
         for other in self.members.values():
             if other.label in told or not other.share or other.status != "active":
@@ -304,6 +305,7 @@ class PortfolioSearch(Searcher):
                 member.status = "finished"
                 return None
             config = {k: v for k, v in config.items() if k != self.MEMBER_KEY}
+            assert self.space is not None  # checked by suggest
             try:
                 key = self.space.canonical(self.space.from_config(config))
             except ValueError as exc:

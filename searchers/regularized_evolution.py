@@ -99,5 +99,6 @@ class RegularizedEvolutionSearch(NASSearch):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.population_size = int(state["population_size"])
-        self.tournament_size = int(state.get("tournament_size", state.get("sample_size")))
+        # states saved before the option was renamed call it sample_size
+        self.tournament_size = int(state.get("tournament_size") or state["sample_size"])
         self._population = deque((str(t), float(s)) for t, s in state["population"])

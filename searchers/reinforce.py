@@ -126,7 +126,7 @@ class _Controller:
                 with torch.no_grad():
                     for i, n in enumerate(self.dims):
                         if not n:  # start near the uniform-like logit-normal
-                            self.net["heads"][i].bias[1] += log_sigma
+                            self.net["heads"][i].bias[1] += log_sigma  # type: ignore[index]
             else:
                 self.net = torch.nn.ParameterList(
                     torch.nn.Parameter(
@@ -431,7 +431,7 @@ class ReinforceSearch(NASSearch):
         # fallback.
         assert self._controller is not None
         vector = self._controller.sample(self._rng, 1.0 + _FLATTEN_PER_MISS * self._misses)
-        arch = self.space.decode(self._genes(vector))
+        arch = self.space.decode(np.asarray(self._genes(vector)))
         if self.is_seen(arch):
             self._misses += 1
         else:  # the base suggests it
@@ -456,7 +456,7 @@ class ReinforceSearch(NASSearch):
             for i, (n, v) in enumerate(zip(self._heads, vector, strict=True))
         ]
 
-    def _choices(self, genes: Sequence[float]) -> list[float]:
+    def _choices(self, genes: Sequence[float] | np.ndarray) -> list[float]:
         """Inverse of ``_genes``: categorical indices, and ``z = logit(u)`` of continuous ones."""
         upper = self.space.gene_upper
         out: list[float] = []

@@ -294,7 +294,7 @@ class SearcherConformance:
         assert bare.space is None
         named = self._bare(metric=METRIC, mode="max")
         assert (named.metric, named.mode) == (METRIC, "max")
-        with_dict = self.make_searcher(MIXED_PARAM_SPACE, metric=METRIC,  # type: ignore[arg-type]
+        with_dict = self.make_searcher(MIXED_PARAM_SPACE, metric=METRIC,
                                        mode="max", seed=0)
         assert with_dict.space == ParamSpace(MIXED_PARAM_SPACE)
 
@@ -325,7 +325,7 @@ class SearcherConformance:
         else:
             raise AssertionError("suggest without a space must raise RuntimeError")
         searcher = self._bare()
-        searcher.set_search_properties(None, None, MIXED_PARAM_SPACE)  # type: ignore[arg-type]
+        searcher.set_search_properties(None, None, MIXED_PARAM_SPACE)
         expected = UNDEFINED_METRIC_MODE.format(cls=type(searcher).__name__, metric=None,
                                                 mode=None)
         try:

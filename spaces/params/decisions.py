@@ -185,7 +185,9 @@ class Categorical(ParamDecision):
         if i is None:
             shown = ", ".join(short(c, 30) for c in self.choices[:_MAX_VALUES_SHOWN])
             more = ", ..." if len(self.choices) > _MAX_VALUES_SHOWN else ""
-            raise ValueError(f"key {self.name!r} has value {short(value)}; allowed: [{shown}{more}]")
+            raise ValueError(
+                f"key {self.name!r} has value {short(value)}; allowed: [{shown}{more}]"
+            )
         return self.choices[i]
 
     def values(self) -> Iterator[Any]:
@@ -227,7 +229,8 @@ class Categorical(ParamDecision):
     def from_key(self, key: Any) -> Any:
         """Inverse of ``key``."""
         if self.by_index:
-            if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < len(self.choices):
+            n = len(self.choices)
+            if isinstance(key, bool) or not isinstance(key, int) or not 0 <= key < n:
                 raise ValueError(f"key {self.name!r}: bad choice index {short(key)}")
             return self.choices[key]
         return self.validate(key)
@@ -249,7 +252,9 @@ class Integer(ParamDecision):
         super().__init__(name)
         for label, v in (("low", low), ("high", high), ("q", q)):
             if not _is_number(v) or float(v) != int(v):
-                raise ValueError(f"key {name!r}: integer {label} must be an integer, got {short(v)}")
+                raise ValueError(
+                    f"key {name!r}: integer {label} must be an integer, got {short(v)}"
+                )
         low, high, q = int(low), int(high), int(q)
         if q < 1:
             raise ValueError(f"key {name!r}: q must be >= 1, got {q}")

@@ -197,7 +197,7 @@ class ParamSpace(SearchSpace):
             yield self._dump(list(values))
 
     # -------------------------------------------------------------------- configs
-    def to_config(self, arch: Arch) -> dict[str, Any]:  # type: ignore[override]
+    def to_config(self, arch: Arch) -> dict[str, Any]:
         """The nested config the trainable expects: decision values and constants."""
         config = copy.deepcopy(self._template)
         for path, value in zip(self._paths, self.values(arch), strict=True):

@@ -21,7 +21,8 @@ class TestCategoricalOperatorsConformance(SearcherConformance):
 
     @staticmethod
     def make_searcher(space: SearchSpace, **kwargs: Any) -> NSGA2Search:
-        return NSGA2Search(space, population_size=8, crossover="uniform", mutation="random", **kwargs)
+        return NSGA2Search(space, population_size=8, crossover="uniform", mutation="random",
+                           **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from spaces import ParamSpace, create_space
 def test_searcher_in_plain_tuner(name, tmp_path, ray_session) -> None:
     space = create_space("nb201")
     score = objective(space)
-    options = {"population_size": 4, "tournament_size": 2} if name == "regularized_evolution" else {}
+    rea = name == "regularized_evolution"
+    options = {"population_size": 4, "tournament_size": 2} if rea else {}
     searcher = create_searcher(name, space, metric="score", mode="max", seed=11, **options)
 
     def trainable(config):
