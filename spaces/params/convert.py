@@ -183,7 +183,7 @@ def _from_tune(name: str, domain: Any) -> ParamDecision:
     q = None
     if isinstance(sampler, sample.Quantized):
         q = sampler.q
-        sampler = sampler.get_sampler()
+        sampler = sampler.get_sampler()  # type: ignore[no-untyped-call]
     if isinstance(domain, sample.Function):
         raise ValueError(f"key {name!r}: {_UNSUPPORTED['sample_from']}; supported: {SUPPORTED}")
     if isinstance(sampler, sample.Grid):
