@@ -65,6 +65,8 @@ def add_latency_parser(sub: Any) -> None:
     train.add_argument("--table", required=True, help="CSV/Parquet with arch_str and devices")
     train.add_argument("--device", required=True, help="the table's latency column")
     train.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    # A default, not a branch: the bundled device table (../shared/data/nb201/latency_ms.csv)
+    # is NAS-Bench-201's, so `latency train --table` on it needs no --space.
     _space_arguments(train, default="nb201")
     train.add_argument("--train-size", type=int, help="train on at most this many rows")
     train.add_argument("--holdout", type=float, default=0.1,

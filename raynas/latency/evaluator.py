@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from raynas.evaluators import Evaluator, Report, create_evaluator
-from raynas.latency.predictor import space_spec
 from raynas.latency.service import (
     DEFAULT_PREFIX,
     LatencyPredictor,
@@ -120,7 +119,7 @@ class LatencyEvaluator(Evaluator):
         for device, sources in self.sources.items():
             # Measured tables are read in the search's space; tables and models must match it.
             handle = start_latency_service(
-                device, sources, space=space_spec(self.space), prefix=self.prefix,
+                device, sources, space=self.space.spec(), prefix=self.prefix,
                 namespace=self.namespace, num_cpus=self.num_cpus, owner=self.owner,
             )
             if ray.get(handle.info.remote())["owner"] == self.owner:

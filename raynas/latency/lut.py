@@ -1,10 +1,12 @@
 """Layer-wise latency lookup tables (ProxylessNAS, FBNet): time each layer choice once.
 
 A table holds the measured latency of every distinct layer choice of a space at its input
-shape (NB201: each operation in each stage; MobileNet: each kernel/expansion of the first
-and of the later blocks of each stage) and of the fixed parts (stem, reductions or first
-block, head, cell additions). An architecture's latency is the sum of its layers' entries
-plus that fixed constant; prediction is a vectorised gather over index vectors.
+shape and of the fixed parts every network has. The space says which layers those are and
+how an architecture is made of them (``SearchSpace.latency_layout()``, a
+``spaces.layout.LatencyLayout``; NB201: each operation in each stage; MobileNet: each
+kernel/expansion of the first and of the later blocks of each stage). An architecture's
+latency is the sum of its layers' entries plus that fixed constant; prediction is a
+vectorised gather over index vectors.
 
 Tables are Parquet files (pyarrow): columns ``key``, ``latency_ms``, ``shape``; the schema
 metadata ``raynas.latency`` holds the device, the space, and how it was measured.
@@ -28,188 +30,27 @@ from raynas.latency.measure import (
     resolve_device,
     time_modules,
 )
-from raynas.latency.predictor import ArchEncoder, active_mask, space_from_spec, space_spec
-from spaces import Arch, SearchSpace
+from raynas.latency.predictor import ArchEncoder
+from spaces import Arch, SearchSpace, space_from_spec
 
 if TYPE_CHECKING:
-    import torch
+    from spaces.layout import LatencyLayout
 
 logger = logging.getLogger(__name__)
 
 LUT_FORMAT = "raynas-latency-lut/1"
 METADATA_KEY = b"raynas.latency"
-Layer = tuple[str, "torch.nn.Module", "torch.Tensor"]
 
 
-def _head(net: Any, *parts: str) -> torch.nn.Module:
-    from torch import nn
-
-    return nn.Sequential(*(getattr(net, p) for p in parts), nn.Flatten(1), net.classifier)
-
-
-def _add_module() -> torch.nn.Module:
-    """A module adding a tensor to itself: one node sum of a cell."""
-    from torch import nn
-
-    class Add(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + x
-
-    return Add()
-
-
-# --------------------------------------------------------------------------- layouts
-class _NB201Layout:
-    """Cell operations per stage; stem, two reduction blocks, head and additions fixed."""
-
-    def __init__(self, space: Any) -> None:
-        from spaces.nb201.space import NB201_OPS
-
-        self.space, self.ops = space, NB201_OPS
-        size = space.resolution
-        self.sizes = [size]
-        for _ in range(2):
-            size = (size - 1) // 2 + 1
-            self.sizes.append(size)
-
-    def keys(self) -> list[str]:
-        cells = [f"cell{st}/{op}" for st in range(3) for op in self.ops]
-        return [*self.fixed(), *cells]
-
-    def layers(self, batch: int, in_channels: int, num_classes: int) -> list[Layer]:
-        import torch
-
-        from spaces.nb201.network import make_op
-
-        s, c = self.space, self.space.channels
-        net = s.build_network(s.decode([0] * 6), num_classes=num_classes,
-                              in_channels=in_channels)
-        reductions = [m for m in net.cells if not hasattr(m, "edges")]
-
-        def x(ch: int, size: int) -> torch.Tensor:
-            return torch.randn(batch, ch, size, size)
-
-        out: list[Layer] = [("stem", net.stem, x(in_channels, s.resolution)),
-                            ("head", _head(net, "lastact", "pool"), x(4 * c, self.sizes[2]))]
-        for k, block in enumerate(reductions, start=1):
-            out.append((f"reduce{k}", block, x(c * 2 ** (k - 1), self.sizes[k - 1])))
-        for stage, size in enumerate(self.sizes):
-            ch = c * 2**stage
-            out.append((f"cell{stage}/add", _add_module(), x(ch, size)))
-            out += [(f"cell{stage}/{op}", make_op(op, ch), x(ch, size)) for op in self.ops]
-        return out
-
-    def fixed(self) -> dict[str, int]:
-        adds = {f"cell{st}/add": 3 * self.space.cells_per_stage for st in range(3)}
-        return {"stem": 1, "reduce1": 1, "reduce2": 1, "head": 1, **adds}
-
-    def arch_layers(self, arch: Arch) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for op in self.space.ops(arch):
-            for stage in range(3):
-                key = f"cell{stage}/{op}"
-                counts[key] = counts.get(key, 0) + self.space.cells_per_stage
-        return counts
-
-    def compile(self, entries: Mapping[str, float]) -> Any:
-        n = self.space.cells_per_stage
-        per_op = np.array([n * sum(entries[f"cell{st}/{op}"] for st in range(3))
-                           for op in self.ops])
-        return lambda v: per_op[v].sum(axis=1)
-
-
-class _MobileNetLayout:
-    """Blocks per stage, position (first or later) and (kernel, expansion); stem and head fixed."""
-
-    def __init__(self, space: Any) -> None:
-        self.space = space
-        size = (space.resolution - 1) // 2 + 1
-        self.stem_size = size
-        self.sizes = []  # input size of the first block of each stage, then the final size
-        for stride in space.strides:
-            self.sizes.append(size)
-            size = (size - 1) // stride + 1
-        self.sizes.append(size)
-
-    def _choices(self) -> list[tuple[int, int]]:
-        return [(k, e) for k in self.space.kernel_choices for e in self.space.expand_choices]
-
-    def keys(self) -> list[str]:
-        positions = ("first", "rest") if self.space.max_depth > 1 else ("first",)
-        blocks = [f"s{st}/{pos}/k{k}/e{e}" for st in range(self.space.num_stages)
-                  for pos in positions for k, e in self._choices()]
-        return [*self.fixed(), *blocks]
-
-    def layers(self, batch: int, in_channels: int, num_classes: int) -> list[Layer]:
-        import torch
-
-        from spaces.mobilenet.network import MBConv
-        from spaces.mobilenet.space import BlockSpec
-
-        s = self.space
-        net = s.build_network(s.decode([0] * len(s.dims)), num_classes=num_classes,
-                              in_channels=in_channels)
-
-        def x(ch: int, size: int) -> torch.Tensor:
-            return torch.randn(batch, ch, size, size)
-
-        out: list[Layer] = [
-            ("stem", net.stem, x(in_channels, s.resolution)),
-            ("first", net.blocks[0], x(s.stem_width, self.stem_size)),
-            ("head", _head(net, "head", "pool"), x(s.widths[-1], self.sizes[-1])),
-        ]
-        width = s.stem_width
-        for st, (w, stride) in enumerate(zip(s.widths, s.strides, strict=True)):
-            for k, e in self._choices():
-                spec = BlockSpec(width, w, k, e, stride)
-                out.append((f"s{st}/first/k{k}/e{e}", MBConv(spec), x(width, self.sizes[st])))
-                if s.max_depth > 1:
-                    spec = BlockSpec(w, w, k, e, 1)
-                    out.append((f"s{st}/rest/k{k}/e{e}", MBConv(spec), x(w, self.sizes[st + 1])))
-            width = w
-        return out
-
-    def fixed(self) -> dict[str, int]:
-        return {"stem": 1, "first": 1, "head": 1}
-
-    def arch_layers(self, arch: Arch) -> dict[str, int]:
-        a = self.space.validate(arch)
-        counts: dict[str, int] = {}
-        for slot in self.space.active_blocks(a):
-            st, j = divmod(slot, self.space.max_depth)
-            key = f"s{st}/{'first' if j == 0 else 'rest'}/k{a.kernels[slot]}/e{a.expands[slot]}"
-            counts[key] = counts.get(key, 0) + 1
-        return counts
-
-    def compile(self, entries: Mapping[str, float]) -> Any:
-        s = self.space
-        ks, es = s.kernel_choices, s.expand_choices
-        slots = s.num_stages * s.max_depth
-        table = np.zeros((slots, len(ks), len(es)))
-        for slot in range(slots):
-            st, j = divmod(slot, s.max_depth)
-            pos = "first" if j == 0 else "rest"
-            for ki, k in enumerate(ks):
-                for ei, e in enumerate(es):
-                    table[slot, ki, ei] = entries[f"s{st}/{pos}/k{k}/e{e}"]
-        n = s.num_stages
-
-        def predict(v: np.ndarray) -> np.ndarray:
-            active = active_mask(s, v)[:, n:n + slots]
-            values = table[np.arange(slots), v[:, n:n + slots], v[:, n + slots:]]
-            return (values * active).sum(axis=1)
-
-        return predict
-
-
-_LAYOUTS = {"nb201": _NB201Layout, "mobilenet": _MobileNetLayout}
-
-
-def _layout(space: SearchSpace) -> Any:
-    if space.name not in _LAYOUTS:
-        raise ValueError(f"no layer-wise latency table for space {space.name!r}; "
-                         f"supported: {', '.join(sorted(_LAYOUTS))}")
-    return _LAYOUTS[space.name](space)
+def _layout(space: SearchSpace) -> LatencyLayout:
+    """The space's lookup-table layout; ``ValueError`` naming the space when it has none."""
+    try:
+        return space.latency_layout()
+    except NotImplementedError:
+        raise ValueError(
+            f"no layer-wise latency table for space {space.name!r}: it has no layout "
+            "(SearchSpace.latency_layout); use a measured table or a learned model for it"
+        ) from None
 
 
 # --------------------------------------------------------------------------- table
@@ -230,7 +71,7 @@ class LatencyTable:
         self.space = space
         self.entries = {str(k): float(v) for k, v in entries.items()}
         self.metadata = dict(metadata or {})
-        self.metadata.setdefault("space", space_spec(space))
+        self.metadata.setdefault("space", space.spec())
         self.device = str(self.metadata.get("device", ""))
         self.layout = _layout(space)
         missing = sorted(set(self.layout.keys()) - set(self.entries))
@@ -339,7 +180,7 @@ def build_table(
                              statistic=statistic)
     entries = {key: float(t) for (key, _, _), t in zip(layers, times, strict=True)}
     metadata = {
-        "device": device, "torch_device": str(torch_device), "space": space_spec(space),
+        "device": device, "torch_device": str(torch_device), "space": space.spec(),
         "batch_size": batch_size, "num_classes": num_classes, "in_channels": in_channels,
         "warmup": warmup, "repeats": repeats, "rounds": rounds, "threads": threads,
         "statistic": statistic,

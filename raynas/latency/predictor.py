@@ -1,10 +1,11 @@
 """Network-level latency predictors: a learned MLP and exact lookups in measured tables.
 
 The learned predictor follows HAT (Wang et al., ACL 2020) and BRP-NAS (Dudziak et al.,
-NeurIPS 2020): a small MLP on the space's one-hot encoding, trained on (architecture,
-measured latency) pairs with a log-latency target. A gradient-boosted model was measured
-against it on the NAS-Bench-201 device table (``benchmarks/latency_predictors.py``): it is
-as good at 1,000 samples and clearly worse at 100, so the MLP is the one kept.
+NeurIPS 2020): a small MLP on the space's features (``SearchSpace.features``, by default
+a one-hot encoding), trained on (architecture, measured latency) pairs with a log-latency
+target. A gradient-boosted model was measured against it on the NAS-Bench-201 device table
+(``benchmarks/latency_predictors.py``): it is as good at 1,000 samples and clearly worse at
+100, so the MLP is the one kept.
 
 Files hold no pickle: ``torch.save`` of tensors plus a JSON string, read back with
 ``torch.load(weights_only=True)``.
@@ -15,125 +16,35 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raynas.latency.measure import torch_threads
-from spaces import Arch, SearchSpace, create_space
+from spaces import Arch, SearchSpace, space_from_spec
 
 logger = logging.getLogger(__name__)
 
 MLP_FORMAT = "raynas-latency-mlp/1"
 PREFILL_LIMIT = 100_000  # spaces up to this size are encoded whole when an encoder starts
-_SPACE_OPTIONS = {
-    "nb201": ("channels", "cells_per_stage", "resolution"),
-    "mobilenet": ("resolution", "stem_width", "widths", "strides", "depth_choices",
-                  "kernel_choices", "expand_choices", "head_width"),
-}
 
 
-# --------------------------------------------------------------------------- spaces
-def space_spec(space: SearchSpace) -> dict[str, Any]:
-    """JSON-friendly ``{"name", "options"}`` that ``space_from_spec`` rebuilds ``space`` from."""
-    keys = _SPACE_OPTIONS.get(space.name)
-    if keys is None:
-        options = dict(space.describe().get("options", {}))
-    else:
-        options = {k: getattr(space, k) for k in keys}
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-    return {"name": space.name, "options": options}
-
-
-def space_from_spec(spec: Mapping[str, Any]) -> SearchSpace:
-    """The space a ``space_spec`` describes."""
-    return create_space(spec["name"], **dict(spec.get("options", {})))
-
-
+# --------------------------------------------------------------------------- features
 def one_hot(space: SearchSpace, vectors: np.ndarray) -> np.ndarray:
-    """Float32 one-hot features of index vectors ``(n, d)``; unused MobileNet slots are zero."""
-    vectors = np.asarray(vectors, dtype=np.int64).reshape(-1, len(space.dims))
-    dims = np.asarray(space.dims)
-    offsets = np.concatenate([[0], np.cumsum(dims)[:-1]])
-    out = np.zeros((len(vectors), int(dims.sum())), dtype=np.float32)
-    rows = np.repeat(np.arange(len(vectors)), len(dims))
-    mask = active_mask(space, vectors)
-    cols = (vectors + offsets).ravel()
-    keep = mask.ravel()
-    out[rows[keep], cols[keep]] = 1.0
-    return out
+    """The predictor's float32 inputs of index vectors ``(n, d)``: ``space.features``.
 
-
-def active_mask(space: SearchSpace, vectors: np.ndarray) -> np.ndarray:
-    """Which decisions of each index vector affect the network (all but unused blocks).
-
-    MobileNet: every depth, and the kernel and expansion of the blocks within each
-    stage's depth; other spaces: every decision.
+    By default a one-hot of each active choice; a space leaves out what does not shape its
+    networks (MobileNet: the slots beyond a stage's depth).
     """
     vectors = np.asarray(vectors, dtype=np.int64).reshape(-1, len(space.dims))
-    if space.name != "mobilenet":
-        return np.ones(vectors.shape, dtype=bool)
-    return _mobilenet_active(space, vectors)
+    return space.features(vectors)
 
 
-def _mobilenet_active(space: Any, vectors: np.ndarray) -> np.ndarray:
-    stages, depth = space.num_stages, space.max_depth
-    depths = np.asarray(space.depth_choices)[vectors[:, :stages]]  # (n, stages)
-    slot = np.arange(stages * depth) % depth  # position of each slot within its stage
-    stage = np.arange(stages * depth) // depth
-    active = slot[None, :] < depths[:, stage]  # (n, slots)
-    return np.hstack([np.ones((len(vectors), stages), dtype=bool), active, active])
-
-
-def _mobilenet_vectors(space: Any, texts: list[str]) -> np.ndarray | None:
-    """Index vectors of well-formed MobileNet strings at C speed; None if any is not.
-
-    The per-string path (``validate`` + ``encode``) costs about 120 us an architecture; this
-    one about 5 (a regular expression per string, then whole-batch numpy).
-    """
-    stages, slots = space.num_stages, space.num_stages * space.max_depth
-    choice_sets = (space.depth_choices, space.kernel_choices, space.expand_choices)
-    digits = 1 if max(max(c) for c in choice_sets) <= 9 else 3
-    pattern = _pattern(stages, slots, digits)
-    if not all(pattern.fullmatch(t) for t in texts):
-        return None
-    flat = ".".join(texts).translate(_MOBILENET_TRANSLATE)
-    if digits == 1:  # one character a number: read the bytes directly
-        raw = np.frombuffer(flat.replace(".", "").encode(), dtype=np.uint8).astype(np.int64) - 48
-    else:
-        raw = np.array(flat.split("."), dtype=np.int64)
-    values = raw.reshape(len(texts), stages + 2 * slots)
-    out = np.empty_like(values)
-    bounds = (0, stages, stages + slots, stages + 2 * slots)
-    for lo, hi, choices in zip(bounds[:-1], bounds[1:], choice_sets, strict=True):
-        lookup = np.full(max(choices) + 2, -1, dtype=np.int64)
-        lookup[list(choices)] = np.arange(len(choices))
-        out[:, lo:hi] = lookup[np.minimum(values[:, lo:hi], len(lookup) - 1)]
-    return None if (out < 0).any() else out
-
-
-_MOBILENET_TRANSLATE = str.maketrans("|", ".", "dke")
-_PATTERNS: dict[tuple[int, int, int], Any] = {}
-
-
-def _pattern(stages: int, slots: int, digits: int) -> Any:
-    import re
-
-    if (stages, slots, digits) not in _PATTERNS:
-        number = rf"\d{{1,{digits}}}"
-
-        def ints(n: int) -> str:
-            return number + rf"(?:\.{number}){{{n - 1}}}"
-
-        _PATTERNS[(stages, slots, digits)] = re.compile(
-            rf"d{ints(stages)}\|k{ints(slots)}\|e{ints(slots)}"
-        )
-    return _PATTERNS[(stages, slots, digits)]
-
-
-_FAST_PARSERS = {"mobilenet": _mobilenet_vectors}
+def feature_width(space: SearchSpace) -> int:
+    """Number of columns of ``space.features`` (the MLP's input width)."""
+    return int(one_hot(space, np.zeros((1, len(space.dims)), dtype=np.int64)).shape[1])
 
 
 class AppendArray:
@@ -176,6 +87,7 @@ class ArchEncoder:
     encoded whole at start, so every later call is a dictionary lookup.
 
     Example:
+        >>> from spaces import create_space
         >>> enc = ArchEncoder(create_space("nb201"))
         >>> enc.vectors[enc.rows(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])].tolist()
         [[0, 0, 0, 0, 0, 0]]
@@ -228,9 +140,8 @@ class ArchEncoder:
         return np.fromiter((index[a] for a in archs), dtype=np.int64, count=len(archs))
 
     def _encode_new(self, archs: list[Arch]) -> np.ndarray:
-        fast = _FAST_PARSERS.get(self.space.name)
-        if fast is not None and all(isinstance(a, str) for a in archs):
-            vectors = fast(self.space, archs)
+        if all(isinstance(a, str) for a in archs):
+            vectors = self.space.encode_strings(archs)
             if vectors is not None:
                 return vectors
         return np.vstack([self.encode_one(a) for a in archs])
@@ -260,6 +171,7 @@ class LatencyMLP:
     200 architectures took 1 s with one thread and 34 s with two under load).
 
     Example:
+        >>> from spaces import create_space
         >>> space = create_space("nb201")
         >>> rng = np.random.default_rng(0)
         >>> archs = [space.sample(rng) for _ in range(64)]
@@ -288,7 +200,7 @@ class LatencyMLP:
         from torch import nn
 
         layers: list[nn.Module] = []
-        width = int(sum(self.space.dims))
+        width = feature_width(self.space)
         for h in self.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -359,7 +271,7 @@ class LatencyMLP:
     # ----------------------------------------------------------------- files
     def metadata(self) -> dict[str, Any]:
         """What a file records beside the weights."""
-        return {"format": MLP_FORMAT, "space": space_spec(self.space), "device": self.device,
+        return {"format": MLP_FORMAT, "space": self.space.spec(), "device": self.device,
                 "hidden": list(self.hidden), "ensemble": len(self.models) or self.ensemble,
                 "seed": self.seed, "mean": self.mean, "std": self.std,
                 "num_train": self.num_train}

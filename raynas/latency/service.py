@@ -28,14 +28,8 @@ import numpy as np
 import ray
 
 from raynas.latency.measure import MeasuredLatency
-from raynas.latency.predictor import (
-    AppendArray,
-    ArchEncoder,
-    LatencyMLP,
-    space_from_spec,
-    space_spec,
-)
-from spaces import Arch, SearchSpace
+from raynas.latency.predictor import AppendArray, ArchEncoder, LatencyMLP
+from spaces import Arch, SearchSpace, space_from_spec
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -127,8 +121,10 @@ def load_predictor(source: Mapping[str, str], *, device: str, space: SearchSpace
         return LatencyTable.load(path)
     if source["kind"] == "model":
         return LatencyMLP.load(path)
-    return MeasuredLatency.from_file(space or space_from_spec({"name": "nb201"}), path,
-                                     source.get("column", device))
+    if space is None:
+        raise ValueError(f"measured latency table {source['path']!r} needs the space of its "
+                         "arch_str column: pass space")
+    return MeasuredLatency.from_file(space, path, source.get("column", device))
 
 
 def _decisions(space: SearchSpace) -> list[tuple[str, tuple[Any, ...]]]:
@@ -138,12 +134,13 @@ def _decisions(space: SearchSpace) -> list[tuple[str, tuple[Any, ...]]]:
 class LatencyServiceImpl:
     """Predictors of one device behind a batched ``predict``; the body of ``LatencyService``.
 
-    ``space`` (a ``space_spec`` mapping or a name) is the space of measured tables; lookup
-    tables and models carry their own, and all must encode architectures alike.
+    ``space`` (a ``SearchSpace.spec()`` mapping or a name) is the space of measured tables,
+    required when no lookup table or model is among the sources; lookup tables and models
+    carry their own, and all must encode architectures alike.
 
     Example:
         >>> table = "../shared/data/nb201/latency_ms.csv"
-        >>> svc = LatencyServiceImpl("pixel3", table)  # doctest: +SKIP
+        >>> svc = LatencyServiceImpl("pixel3", table, space="nb201")  # doctest: +SKIP
         >>> svc.predict(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])  # doctest: +SKIP
         [0.0040146...]
     """
@@ -155,7 +152,7 @@ class LatencyServiceImpl:
         self.owner = owner
         base = None
         if space is not None:
-            base = space_from_spec({"name": space} if isinstance(space, str) else space)
+            base = space_from_spec({"name": space} if isinstance(space, str) else dict(space))
         loaded: dict[int, Any] = {}
         # Lookup tables and models carry their space; measured tables take the service's.
         for own_space in (True, False):
@@ -163,14 +160,17 @@ class LatencyServiceImpl:
                 if (source["kind"] != "table") != own_space:
                     continue
                 if base is None and not own_space:
-                    base = space_from_spec({"name": "nb201"})
+                    raise ValueError(f"latency service {device!r}: measured table "
+                                     f"{source['path']!r} needs the space of its arch_str "
+                                     "column: pass space (a spec or a name) or a lookup table "
+                                     "or model among the sources")
                 pred = load_predictor(source, device=device, space=base,
                                       tracking_uri=tracking_uri)
                 if base is None:
                     base = pred.space
                 elif _decisions(pred.space) != _decisions(base):
                     raise ValueError(f"latency source {source['path']!r} is for space "
-                                     f"{space_spec(pred.space)}, not {space_spec(base)}")
+                                     f"{pred.space.spec()}, not {base.spec()}")
                 loaded[i] = pred
         self.predictors = [loaded[i] for i in range(len(self.sources))]
         self.space: SearchSpace = base  # type: ignore[assignment]
@@ -213,7 +213,7 @@ class LatencyServiceImpl:
     def info(self) -> dict[str, Any]:
         """Device, space, sources, owner token, process, and whether Ray restarted it."""
         out: dict[str, Any] = {
-            "device": self.device, "space": space_spec(self.space), "sources": self.sources,
+            "device": self.device, "space": self.space.spec(), "sources": self.sources,
             "owner": self.owner, "pid": os.getpid(), "loaded_at": self.loaded_at,
             "cached": len(self._values),
             "predictors": [type(p).__name__ for p in self.predictors],

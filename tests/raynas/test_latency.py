@@ -18,6 +18,7 @@ from raynas.latency.lut import METADATA_KEY, LatencyTable, build_table
 from raynas.latency.measure import MeasuredLatency, latency_stats, measure_archs, summarize
 from raynas.latency.predictor import ArchEncoder, LatencyMLP, one_hot
 from searchers.protocols import Predictor
+from searchers.testing import TinySpace
 from spaces import create_space
 
 TINY_NB201 = {"channels": 4, "cells_per_stage": 1, "resolution": 8}
@@ -115,8 +116,9 @@ def test_bad_tables_are_refused(tmp_path, nb201_table, tiny_nb201) -> None:
     del partial["cell1/nor_conv_1x1"]
     with pytest.raises(ValueError, match="lacks 1 entries"):
         LatencyTable(tiny_nb201, partial)
-    with pytest.raises(ValueError, match="no layer-wise latency table for space"):
-        build_table(type("Other", (), {"name": "other"})(), **FAST)
+    with pytest.raises(ValueError, match=r"no layer-wise latency table for space 'tiny': .*"
+                                         r"\(SearchSpace.latency_layout\)"):
+        build_table(TinySpace(), **FAST)
 
 
 def test_measure_real_networks(tiny_nb201) -> None:
@@ -332,6 +334,18 @@ def test_cli_train_on_the_device_table(tmp_path, nb201_dir, capsys) -> None:
                  "--epochs", "30"]) == 0
     assert "Spearman" in capsys.readouterr().out
     assert LatencyMLP.load(out).predict(["|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"])[0] > 0
+
+
+def test_measured_table_needs_a_space(tmp_path) -> None:
+    from raynas.latency.service import LatencyServiceImpl
+
+    space = create_space("nb201")
+    arch = space.sample(np.random.default_rng(0))
+    measured = tmp_path / "measured.csv"
+    measured.write_text(f"arch_str,cpu\n{arch},2.5\n")
+    with pytest.raises(ValueError, match="needs the space of its arch_str column: pass space"):
+        LatencyServiceImpl("cpu", str(measured))
+    assert LatencyServiceImpl("cpu", str(measured), space="nb201").predict([arch]) == [2.5]
 
 
 def test_measured_table_lookup(tmp_path) -> None:
