@@ -391,7 +391,8 @@ def multi_objective(
         ["hv_true", f"{hv_true:.4f}", f"ref {HV_REF}", f"{front_size} archs on the true front"]
     ]
     methods: dict[str, Callable[[int], list[str]]] = {
-        "nsga2": lambda s: mo_raynas_run("nsga2", space, data, s, horizon, population_size=NSGA2_POP),
+        "nsga2": lambda s: mo_raynas_run("nsga2", space, data, s, horizon,
+                                         population_size=NSGA2_POP),
         "random": lambda s: mo_raynas_run("random", space, data, s, horizon),
     }
     if optuna is not None:

@@ -288,6 +288,9 @@ def _read_header(path: Path) -> list[str]:
 class TabularEvaluator(Evaluator):
     """Answer from a NAS-Bench-201 table: a lookup, no training (Dong & Yang, ICLR 2020).
 
+    Rows are found by the space's ``table_key`` (the ``arch_str`` column: for NB201 the
+    NAS-Bench-201 string); spaces without table keys are refused.
+
     ``val_acc`` is the ``metric`` column, the only value a searcher may see. The other
     numeric columns (``val_acc_12ep``, ``test_acc_200ep``, ...) and ``latency_<device>``
     come along for reporting; ``test_*`` columns must not drive the search. ``table_path``
@@ -313,13 +316,14 @@ class TabularEvaluator(Evaluator):
         multi_fidelity: bool = False,
         delay_s: float = 0.0,
     ) -> None:
-        from spaces.nb201.space import NB201Space
-
-        if not isinstance(space, NB201Space):
+        try:  # any architecture tells whether the space has table keys at all
+            space.table_key(space.sample(np.random.default_rng(0)))
+        except NotImplementedError:
             raise ValueError(
-                f"TabularEvaluator answers from NAS-Bench-201 tables and needs the 'nb201' "
-                f"space, got {getattr(space, 'name', type(space).__name__)!r}"
-            )
+                f"space {space.name!r} has no table key (SearchSpace.table_key); the 'tabular' "
+                "evaluator looks each architecture's row up by it: use a space with one or "
+                "another evaluator"
+            ) from None
         self.space = space
         self.table_path = self._existing(Path(table_path), "cifar10.csv")
         columns = _read_header(self.table_path)
@@ -384,7 +388,7 @@ class TabularEvaluator(Evaluator):
 
     def lookup(self, arch: Arch) -> dict[str, Any]:
         """The full table row of ``arch`` plus ``latency_<device>`` for every table device."""
-        text = self.space.validate(arch)
+        text = self.space.table_key(arch)
         _, rows = _read_table(self.table_path)
         if text not in rows:
             raise ValueError(f"architecture {text!r} is not in table {str(self.table_path)!r}")
@@ -452,10 +456,36 @@ EVALUATORS: dict[str, str] = {
 
 
 def create_evaluator(name: str, space: SearchSpace, **options: Any) -> Evaluator:
-    """Build the evaluator registered under ``name`` (``training``, ``tabular``, ``supernet``)."""
-    key = name.lower() if isinstance(name, str) else name
-    if key not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {name!r}; available: {', '.join(sorted(EVALUATORS))}")
-    module, _, attr = EVALUATORS[key].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls(space, **options)  # type: ignore[no-any-return]
+    """Build evaluator ``name``: a bundled one (``training``, ``tabular``, ``supernet``,
+    ``latency``), a ``raynas.evaluators`` entry point, or your ``package.module:function``.
+
+    A function (or an entry point naming one) becomes a ``FunctionEvaluator`` called as
+    ``fn(config, report, **options)``; an entry point naming an ``Evaluator`` subclass is
+    built as ``cls(space, **options)``.
+    """
+    from raynas.function_evaluator import (
+        FunctionEvaluator,
+        entry_point_names,
+        entry_point_target,
+        resolve_target,
+    )
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"evaluator must be a name or 'package.module:function', got {name!r}")
+    key = name.lower()
+    if key in EVALUATORS:
+        module, _, attr = EVALUATORS[key].partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        return cls(space, **options)  # type: ignore[no-any-return]
+    target = name if ":" in name else entry_point_target(name)
+    if target is None:
+        plugins = entry_point_names()
+        raise ValueError(
+            f"unknown evaluator {name[:200]!r}; available: {', '.join(sorted(EVALUATORS))}"
+            + (f", {', '.join(plugins)}" if plugins else "")
+            + " (or your own 'package.module:function')"
+        )
+    obj = resolve_target(target)
+    if isinstance(obj, type) and issubclass(obj, Evaluator):
+        return obj(space, **options)
+    return FunctionEvaluator(space, target=target, options=options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -19,7 +21,28 @@ from spaces import SearchSpace
 if TYPE_CHECKING:
     from raynas.resume import RecordedTrial
 
+logger = logging.getLogger(__name__)
+
 TRIALS_FILE = "trials.parquet"
+_CONSTANT_CHARS = 500  # a constant logged as text is cut to this length
+
+
+def flat_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial config as flat ``a/b`` keys (as Tune flattens), values loggable as MLflow params.
+
+    Numbers, strings and booleans stay; other constants (lists, objects) become text.
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            out.update({f"{key}/{k}": v for k, v in flat_config(value).items()})
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            out[str(key)] = value
+        else:
+            text = json.dumps(value, default=str) if isinstance(value, (list, tuple)) else str(
+                value)
+            out[str(key)] = text[:_CONSTANT_CHARS]
+    return out
 
 
 def trial_rows(
@@ -35,8 +58,14 @@ def trial_rows(
     rows = []
     for result in results:
         metrics = dict(result.metrics or {})
-        config = {k: v for k, v in (result.config or {}).items() if not isinstance(v, Mapping)}
-        arch = space.from_config(config)
+        config = dict(result.config or {})
+        try:
+            arch = space.from_config(config)
+        except ValueError:
+            # Tune created the trial but it never reported (a stop came first): Tune keeps
+            # no config for it, and nothing of it ran. Its MLflow run, if any, says KILLED.
+            logger.debug("trial %s never reported; left out of the trial table", result.path)
+            continue
         trial_id = metrics.get("trial_id") or Path(result.path).name
         value = metrics.get(metric)
         ok = result.error is None and isinstance(value, (int, float)) and math.isfinite(value)
@@ -52,7 +81,7 @@ def trial_rows(
             "error": None if result.error is None else error_summary(result.error),
             "mlflow_run_id": run_ids.get(str(trial_id)),
         }
-        for key, val in config.items():
+        for key, val in flat_config(config).items():
             row[f"config/{key}"] = val
         for key, val in metrics.items():
             if isinstance(val, (int, float)) and not isinstance(val, bool):
@@ -118,7 +147,7 @@ def recorded_row(trial: RecordedTrial, space: SearchSpace) -> dict[str, Any]:
         "error": None if ok else "failed before resume",
         "mlflow_run_id": trial.run_id,
     }
-    for key, val in trial.config.items():
+    for key, val in flat_config(trial.config).items():
         row[f"config/{key}"] = val
     row.update({k: float(v) for k, v in trial.metrics.items()})
     return row

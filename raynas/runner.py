@@ -89,13 +89,17 @@ def build_components(cfg: ExperimentConfig) -> Components:
         evaluator = create_evaluator(cfg.evaluator.name, space, **cfg.evaluator.options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config field 'evaluator': {exc}") from None
-    metric: Any = cfg.metric or evaluator.default_metric[0]
-    mode: Any = cfg.mode if cfg.metric else evaluator.default_metric[1]
+    try:
+        metric: Any = cfg.metric or evaluator.default_metric[0]
+        mode: Any = cfg.mode if cfg.metric else evaluator.default_metric[1]
+    except ValueError as exc:  # a function evaluator names no default metric
+        raise ConfigError(f"config field 'metric' is required: {exc}") from None
     metrics = [metric] if isinstance(metric, str) else list(metric)
     constrained = [c.split()[0] for c in cfg.constraints]
+    declared = getattr(evaluator, "declares_metrics", True)
     for field_name, names in (("metric", metrics), ("constraints", constrained)):
         for name in names:
-            if name not in evaluator.metrics:
+            if declared and name not in evaluator.metrics:
                 raise ConfigError(
                     f"config field '{field_name}' names {name!r}, which evaluator "
                     f"{cfg.evaluator.name!r} does not report; it reports: "

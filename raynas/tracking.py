@@ -350,7 +350,7 @@ class TrialLogger(LoggerCallback):
         """Create the trial's child run with its architecture as tags and params."""
         if trial.trial_id in self.trial_runs:
             return
-        config = {k: v for k, v in trial.config.items() if not isinstance(v, Mapping)}
+        config = dict(trial.config)
         arch = self.space.from_config(config)
         label = str(config.get("_searcher") or self.searcher)
         tags = {
@@ -370,7 +370,9 @@ class TrialLogger(LoggerCallback):
         run_id = self.tracker.create_run(name=str(trial), tags=tags)
         self.trial_runs[trial.trial_id] = run_id
         # Written with the first result (one write per result), or at the end.
-        self._unlogged_params[trial.trial_id] = {**config, "arch": tags[TAG_ARCH]}
+        from raynas.results import flat_config
+
+        self._unlogged_params[trial.trial_id] = {**flat_config(config), "arch": tags[TAG_ARCH]}
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:
         """Log a result's numeric metrics at step ``training_iteration``."""
