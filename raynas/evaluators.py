@@ -124,6 +124,11 @@ class TrainingEvaluator(Evaluator):
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads!r}")
         if train_subset is not None and train_subset < 1:
             raise ValueError(f"train_subset must be >= 1 or None, got {train_subset!r}")
+        if not space.provides("build_network"):
+            raise ValueError(
+                f"space {space.name!r} has no network to train (SearchSpace.build_network): "
+                "name your own training function as the evaluator ('package.module:function')"
+            )
         self.space = space
         # Resolved on the driver: paths become absolute and a bad spec fails before any trial.
         self.dataset = resolve_spec(dataset)

@@ -236,6 +236,11 @@ class SearchSpace(ABC):
         """
         raise NotImplementedError(f"space {self.name!r} has no count_flops")
 
+    def provides(self, method: str) -> bool:
+        """Whether this space implements the optional ``method`` (e.g. ``"build_supernet"``)."""
+        mine = getattr(type(self), method, None)
+        return mine is not None and mine is not getattr(SearchSpace, method, None)
+
     def spec(self) -> dict[str, Any]:
         """``{"name", "options"}`` from which ``spaces.space_from_spec`` rebuilds this space.
 

@@ -85,7 +85,7 @@ class SupernetEvaluator(Evaluator):
         finetune_lr: float | None = None,
         **trainer_options: Any,
     ) -> None:
-        if not hasattr(space, "build_supernet"):
+        if not space.provides("build_supernet"):
             raise ValueError(f"space {space.name!r} has no supernet (build_supernet)")
         if replicas != "per_node" and (
             isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1

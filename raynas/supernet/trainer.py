@@ -31,8 +31,8 @@ CHECKPOINT_FORMAT = 1
 _CACHE_SIZE = 100_000
 
 
-def space_from_spec(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
-    """A space object, or one built from ``{"name": ..., **options}``."""
+def space_of(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
+    """A space object, or one built from ``{"name": ..., **options}`` (what actors receive)."""
     if isinstance(space, SearchSpace):
         return space
     if isinstance(space, Mapping):
@@ -148,8 +148,8 @@ class SupernetTrainer:
                              ("train_subset", train_subset), ("val_subset", val_subset)):
             if value is not None:
                 _check_positive(**{label: value})
-        self.space = space_from_spec(space)
-        if not hasattr(self.space, "build_supernet"):
+        self.space = space_of(space)
+        if not self.space.provides("build_supernet"):
             raise ValueError(f"space {self.space.name!r} has no supernet (build_supernet)")
         self.method, self.seed = method, seed
         self.batch_size, self.lr, self.total_steps = batch_size, lr, total_steps
