@@ -147,6 +147,10 @@ class GenerationalSearch(NASSearch):
                     filled = True
         if not filled and not known and entry.values is not None and key not in self._extras:
             self._extras.append(key)
+        if filled and self._settled():
+            # tell the optimiser now, not at the next suggest: its population is then
+            # current, and a search ending on a full generation still learns from it
+            self._finish_generation()
 
     # ------------------------------------------------------------ generations
     def _start_generation(self) -> None:
@@ -186,6 +190,16 @@ class GenerationalSearch(NASSearch):
                 return self.space.decode(member[0])
             # else: suggested but not reported yet; that trial's result fills this member
         return None
+
+    def _settled(self) -> bool:
+        """Whether every member has reported or repeats a known result (marking the repeats)."""
+        assert self._generation is not None
+        members = list(zip(self._generation["members"], self._keys))
+        if any(m[1] != DONE and not (m[1] == TODO and k in self._archive) for m, k in members):
+            return False
+        for member, _ in members:
+            member[1] = DONE
+        return True
 
     def _is_complete(self) -> bool:
         assert self._generation is not None
