@@ -40,7 +40,7 @@ def write_store(folder: Path, trials: int) -> tuple[str, str, float]:
     from mlflow.tracking import MlflowClient
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-    from raynas.tracking import (
+    from raynas.tracking.store import (
         TAG_ARCH,
         TAG_CANONICAL,
         TAG_ROLE,
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from mlflow.tracking import MlflowClient
 
-    from raynas.resume import load_resume_plan, load_trials
+    from raynas.tracking.resume import load_resume_plan, load_trials
     from spaces import create_space
 
     space = create_space("nb201")

@@ -121,7 +121,7 @@ def train_standalone(arch: str, seed: int, epochs: int) -> dict[str, float]:
     """One stand-alone training run of ``arch`` (one thread, CPU)."""
     import torch
 
-    from raynas.evaluators import TrainingEvaluator
+    from raynas.evaluators.base import TrainingEvaluator
 
     torch.set_num_threads(1)
     space = create_space(**SPACE)

@@ -92,7 +92,7 @@ class NaiveClient:
     def __init__(self, checkpoint: str, threads: int) -> None:
         import torch
 
-        from raynas.data import load_dataset
+        from raynas.evaluators.data import load_dataset
 
         torch.set_num_threads(threads)
         self.checkpoint = checkpoint

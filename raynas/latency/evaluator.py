@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from raynas.evaluators import Evaluator, Report, create_evaluator
+from raynas.evaluators.base import Evaluator, Report, create_evaluator
 from raynas.latency.service import (
     DEFAULT_PREFIX,
     LatencyPredictor,

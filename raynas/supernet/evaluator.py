@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from raynas.evaluators import Evaluator, Report
+from raynas.evaluators.base import Evaluator, Report
 from spaces import Arch, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class SupernetEvaluator(Evaluator):
                 f"unknown supernet option(s) {', '.join(sorted(unknown))}; trainer options: "
                 f"{', '.join(sorted(_trainer_parameters() - set(_OWN_OPTIONS)))}"
             )
-        from raynas.data import resolve_spec
+        from raynas.evaluators.data import resolve_spec
         from raynas.supernet.trainer import METHODS
 
         if method not in METHODS:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from raynas.data import load_dataset
+from raynas.evaluators.data import load_dataset
 from raynas.supernet.trainer import calibration_batches
 from spaces import Arch, SearchSpace
 

@@ -112,7 +112,7 @@ class SupernetHostImpl:
 
     def ready(self) -> dict[str, Any]:
         """Cheap ping: step, whether it started from a checkpoint, pid, Ray node id."""
-        from raynas.placement import current_node_id
+        from raynas.run.placement import current_node_id
 
         return {"steps": self.trainer.step, "restored": self.restored, "pid": os.getpid(),
                 "primary": self.primary, "node_id": current_node_id()}
@@ -279,7 +279,7 @@ def start_hosts(
     )
     nodes: list[str] = []
     if replicas == PER_NODE:
-        from raynas.placement import alive_nodes, current_node_id, eligible_nodes
+        from raynas.run.placement import alive_nodes, current_node_id, eligible_nodes
 
         nodes = eligible_nodes(alive_nodes(), num_cpus=num_cpus, num_gpus=num_gpus,
                                first=current_node_id())
@@ -426,7 +426,7 @@ def get_host(
         if n == 1:
             replica = 0
         else:
-            from raynas.placement import choose_replica, current_node_id
+            from raynas.run.placement import choose_replica, current_node_id
 
             nodes = replica_nodes(name, replicas=n, namespace=namespace)
             replica = choose_replica(nodes, n, node_id=current_node_id(), key=_worker_key())

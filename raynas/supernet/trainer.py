@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raynas.data import load_dataset, resolve_spec
+from raynas.evaluators.data import load_dataset, resolve_spec
 from raynas.supernet.pool import CandidatePool
 from raynas.supernet.private_bn import private_batchnorms, route_batchnorms
 from spaces import Arch, SearchSpace, create_space

@@ -223,8 +223,8 @@ def test_kuberay_manifests_have_the_crd_required_fields(name: str) -> None:
 
 
 def test_rayjob_runs_raynas_on_the_configmap_config() -> None:
-    from raynas.config import parse_config
-    from raynas.runner import build_components
+    from raynas.run.config import parse_config
+    from raynas.run.runner import build_components
 
     docs = {d["kind"]: d for d in _docs("rayjob")}
     configmap, job = docs["ConfigMap"], docs["RayJob"]

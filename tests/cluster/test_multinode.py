@@ -12,8 +12,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from raynas.placement import ALLOW_LOCAL_TRACKING_ENV, REUSE_ACTORS_ENV
-from raynas.tracking import TAG_NODE_ID, TAG_ROLE
+from raynas.run.placement import ALLOW_LOCAL_TRACKING_ENV, REUSE_ACTORS_ENV
+from raynas.tracking.store import TAG_NODE_ID, TAG_ROLE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

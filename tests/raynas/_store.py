@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from mlflow.tracking import MlflowClient
 
-from raynas.tracking import TAG_ROLE
+from raynas.tracking.store import TAG_ROLE
 
 
 def write_config(tmp_path: Path, config: dict[str, Any], name: str = "search") -> Path:

@@ -151,7 +151,7 @@ def test_networks_and_counts() -> None:
 
 
 def test_core_hooks_defaults_and_clear_errors(tmp_path: Path) -> None:
-    from raynas.evaluators import TabularEvaluator
+    from raynas.evaluators.base import TabularEvaluator
     from raynas.latency.lut import build_table
 
     space = WidthSpace(layers=2)

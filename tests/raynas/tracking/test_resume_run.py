@@ -1,0 +1,233 @@
+"""`raynas resume` after a real SIGKILL of the driver, portfolio resume, and warm start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from raynas.cli.main import main
+from raynas.tracking.store import TAG_CANONICAL
+
+from .._store import runs, search_run
+
+pytestmark = [pytest.mark.ray, pytest.mark.data]
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _config(tmp_path: Path, nb201_dir: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "killme",
+        "space": "nb201",
+        "searcher": {"name": "regularized_evolution", "population_size": 8, "tournament_size": 3},
+        "evaluator": {"name": "tabular", "table_path": str(nb201_dir), "delay_s": 0.4},
+        "budget": {"trials": 36, "concurrency": 2},
+        "seed": 5,
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "faults",
+                     "checkpoint_every": 4},
+        "output_dir": str(tmp_path / "out"),
+        **extra,
+    }
+
+
+@pytest.fixture
+def driver(tmp_path: Path):
+    """Start `raynas run` in its own process group; kill the group (Ray included) at the end."""
+    procs: list[subprocess.Popen] = []
+
+    def start(config: dict[str, Any]) -> subprocess.Popen:
+        path = tmp_path / "search.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
+               "MLFLOW_TRACKING_URI": config["tracking"]["uri"]}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "raynas.cli", "run", str(path)], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+
+def _wait_for_finished(
+    uri: str, count: int, proc: subprocess.Popen, timeout: float
+) -> list[str]:
+    """Poll MLflow until ``count`` trial runs finished (after the driver created the store)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        # Two processes creating one sqlite store race in its migrations: wait for the
+        # driver's first line, printed once its parent run exists.
+        if any(line.startswith("raynas: searching") for line in lines):
+            if sum(r.info.status == "FINISHED" for r in runs(uri, "trial")) >= count:
+                return lines
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {count} trials finished in {timeout} s")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_finishes_the_budget(tmp_path, nb201_dir, driver,
+                                                 ray_session, capsys) -> None:
+    config = _config(tmp_path, nb201_dir)
+    uri = config["tracking"]["uri"]
+    proc = driver(config)
+    _wait_for_finished(uri, 14, proc, timeout=240)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-search
+    proc.wait(timeout=30)
+    before = runs(uri, "trial")
+    finished_before = {r.data.tags[TAG_CANONICAL] for r in before if r.info.status == "FINISHED"}
+    assert 14 <= len(finished_before) < 36
+    parent = search_run(uri)
+    assert parent.info.status == "RUNNING"  # nobody closed it
+
+    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"run {parent.info.run_id}:" in out and "to run" in out
+
+    after = runs(uri, "trial")
+    finished = [r for r in after if r.info.status == "FINISHED"]
+    canon = Counter(r.data.tags[TAG_CANONICAL] for r in finished)
+    assert len(canon) == 36  # distinct evaluated architectures == the budget
+    assert max(canon.values()) == 1  # nothing evaluated twice, each finished trial once
+    assert finished_before <= set(canon)
+    # trials that were running at the kill are closed as KILLED, not left RUNNING
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in after)
+    parent = search_run(uri)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["num_trials"] == 36
+    tables = sorted((tmp_path / "out").rglob("trials.parquet"))
+    table = pq.read_table(tables[-1]).to_pylist()
+    assert len(table) == 36 and len({r["canonical"] for r in table}) == 36
+    assert sorted(r["trial_index"] for r in table) == list(range(1, 37))
+
+
+def test_resume_of_a_finished_run_says_nothing_to_do(tmp_path, nb201_dir, ray_session,
+                                                     capsys) -> None:
+    config = _config(tmp_path, nb201_dir, budget={"trials": 6, "concurrency": 2})
+    config["evaluator"]["delay_s"] = 0.0
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", str(path)]) == 0
+    run_id = search_run(config["tracking"]["uri"]).info.run_id
+    capsys.readouterr()
+    assert main(["resume", run_id, "--tracking-uri", config["tracking"]["uri"]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nothing to resume" in err and len(err.splitlines()) == 1
+    assert main(["resume", "0123abcd", "--tracking-uri", config["tracking"]["uri"]]) == 2
+    assert "0123abcd" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_continues_each_portfolio_member(tmp_path, nb201_dir, driver,
+                                                            ray_session, capsys) -> None:
+    config = _config(tmp_path, nb201_dir, budget={"concurrency": 2})
+    config.pop("searcher")
+    config["searchers"] = [
+        {"name": "regularized_evolution", "trials": 12, "label": "evo", "population_size": 4},
+        {"name": "random", "trials": 10},
+    ]
+    config["tracking"]["checkpoint_every"] = 3
+    uri = config["tracking"]["uri"]
+    proc = driver(config)
+    lines = _wait_for_finished(uri, 7, proc, timeout=240)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune stops its trials, raynas records KILLED
+    assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
+    parent = search_run(uri)
+    assert parent.info.status == "KILLED"
+    finished_before = sum(r.info.status == "FINISHED" for r in runs(uri, "trial"))
+    assert finished_before < 22
+    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "searcher evo: 12 evaluated" in out and "searcher random: 10 evaluated" in out
+    finished = [r for r in runs(uri, "trial") if r.info.status == "FINISHED"]
+    assert Counter(r.data.tags["raynas.searcher"] for r in finished) == {"evo": 12, "random": 10}
+    assert max(Counter(r.data.tags[TAG_CANONICAL] for r in finished).values()) == 1
+    assert search_run(uri).info.status == "FINISHED"
+
+
+def test_warm_start_seeds_a_new_search(tmp_path, nb201_dir, ray_session, capsys) -> None:
+    first = _config(tmp_path, nb201_dir, budget={"trials": 12, "concurrency": 2})
+    first["evaluator"]["delay_s"] = 0.0
+    path = tmp_path / "a.yaml"
+    path.write_text(yaml.safe_dump(first))
+    assert main(["run", str(path)]) == 0
+    old = search_run(first["tracking"]["uri"]).info.run_id
+    old_archs = {r.data.tags[TAG_CANONICAL] for r in runs(first["tracking"]["uri"], "trial")}
+    second = {**first, "name": "warm", "searcher": {"name": "reinforce"}}
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(second))
+    capsys.readouterr()
+    assert main(["run", str(path), "--warm-start", old]) == 0
+    assert "warm start from 12 trials" in capsys.readouterr().out
+    trials = runs(first["tracking"]["uri"], "trial")
+    new = [r for r in trials if r.data.tags[TAG_CANONICAL] not in old_archs]
+    # the warm-started searcher proposes none of the architectures it was told about
+    assert len(new) == 12
+
+
+def test_trial_closed_after_the_checkpoint_counts_once_and_sequence_continues(
+    tmp_path, nb201_dir, ray_session
+) -> None:
+    """The driver died after a trial's checkpoint but before its MLflow run was closed.
+
+    That window is milliseconds wide, so the record is put in that state by hand: the last
+    trial's run back to RUNNING, the parent run KILLED, a larger budget in its config.
+    """
+    base = _config(tmp_path, nb201_dir, budget={"trials": 12, "concurrency": 1})
+    base["evaluator"]["delay_s"] = 0.0
+    base["tracking"]["checkpoint_every"] = 1
+    full = {**base, "tracking": {**base["tracking"],
+                                 "uri": f"sqlite:///{tmp_path / 'full.db'}"}}
+    path = tmp_path / "full.yaml"
+    path.write_text(yaml.safe_dump(full))
+    assert main(["run", str(path)]) == 0
+    short = {**base, "budget": {"trials": 8, "concurrency": 1}}
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump(short))
+    assert main(["run", str(path)]) == 0
+    uri = short["tracking"]["uri"]
+    client = MlflowClient(uri)
+    parent = search_run(uri).info.run_id
+    last = max(runs(uri, "trial"), key=lambda r: int(r.data.tags["raynas.trial_index"]))
+    client.update_run(last.info.run_id, status="RUNNING")
+    client.update_run(parent, status="KILLED")
+    client.log_text(parent, yaml.safe_dump({**short, "budget": {"trials": 12,
+                                                                "concurrency": 1}}),
+                    "config.yaml")
+    assert main(["resume", parent, "--tracking-uri", uri]) == 0
+    trials = runs(uri, "trial")
+    assert client.get_run(last.info.run_id).info.status == "FINISHED"
+    assert sum(r.info.status == "FINISHED" for r in trials) == 12 and len(trials) == 12
+
+    def sequence(u: str) -> list[str]:
+        rows = sorted(runs(u, "trial"), key=lambda r: int(r.data.tags["raynas.trial_index"]))
+        return [r.data.tags["raynas.arch"] for r in rows]
+
+    assert sequence(uri) == sequence(full["tracking"]["uri"])
