@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--spool", metavar="PATH",
                         help="first write this MLflow spool (left by a tracking outage) "
                         "into the store")
+    resume.add_argument("--force", action="store_true",
+                        help="take over the search from a driver whose lease went stale "
+                        "(no heartbeat for a minute); a live driver is never overridden")
     _common_run_options(resume)
 
     demo = sub.add_parser("demo", help="run the bundled demo search (local Ray, sqlite MLflow)")
@@ -171,10 +174,11 @@ def _resume(args: argparse.Namespace) -> int:
         print(
             f"raynas: run {plan.run_id}: {len(plan.finished)} trials finished, "
             f"{len(plan.failed)} failed, {len(plan.interrupted)} interrupted; "
-            f"{plan.remaining} to run"
+            + (f"{plan.remaining} to run" if plan.remaining > 0
+               else "all trials done, recording the outcome")
         )
         result = run_search(plan.config, address=args.address, quiet=not args.verbose,
-                            resume=plan)
+                            resume=plan, force=args.force)
     return _print_result(result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.search import Searcher
 
@@ -23,6 +25,7 @@ from raynas.run.placement import RESULT_NODE_ID, check_shared_tracking, reuse_ac
 from raynas.run.progress import ProgressPrinter, echo_stdout
 from raynas.run.schedulers import create_scheduler
 from raynas.tracking.checkpoints import SearcherCheckpoint
+from raynas.tracking.lease import Lease
 from raynas.tracking.restore import restore_searcher, tell
 from raynas.tracking.results import (
     TRIALS_FILE,
@@ -207,20 +210,29 @@ def run_search(
     quiet: bool = True,
     resume: ResumePlan | None = None,
     warm_start: Sequence[RecordedTrial] = (),
+    force: bool = False,
 ) -> SearchResult:
     """Run a configured search on Ray Tune, recording everything in MLflow.
 
     With ``resume`` (from ``raynas.tracking.resume.load_resume_plan``) the search continues its
-    MLflow parent run until the budget; ``warm_start`` trials of earlier runs are told to
-    the searcher(s) before the first suggestion.
+    MLflow parent run until the budget (a run whose trials are all done is only finalised);
+    ``warm_start`` trials of earlier runs are told to the searcher(s) before the first
+    suggestion. A resume leases the run first (``LeaseError`` while another driver holds
+    it; ``force`` takes over a stale lease).
     """
     comps = build_components(cfg)
     uri = resume.tracking_uri if resume is not None else cfg.resolved_tracking_uri()
-    suffix = "-resume" if resume is not None else ""
-    out_dir = (Path(cfg.output_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    started = ensure_ray(address, num_cpus=None, quiet=quiet)
+    lease = None
+    if resume is not None:  # before Ray starts or anything is written
+        lease = Lease(MlflowClient(uri), resume.run_id)
+        lease.acquire(force=force)
+    try:
+        out_dir = _own_folder(Path(cfg.output_dir), cfg.name, resume is not None)
+        started = ensure_ray(address, num_cpus=None, quiet=quiet)
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        raise
     try:
         # Refused before anything is recorded: a remote cluster needs a shared store.
         check_shared_tracking(uri, address=address)
@@ -230,11 +242,15 @@ def run_search(
     except BaseException:
         if started:
             ray.shutdown()
+        if lease is not None:
+            lease.release()
         raise
     (out_dir / CONFIG_FILE).write_text(cfg.to_yaml())
     parent = _open_parent_run(tracker, cfg, comps, resume)
+    if lease is None:  # a new run: no other driver knows its id yet
+        lease = Lease(tracker.client, parent)
+        lease.acquire(fresh=True)
     status = "FAILED"
-    t0 = time.monotonic()
     try:
         if resume is None:
             tracker.log_text(parent, cfg.to_yaml(), CONFIG_FILE)
@@ -255,8 +271,9 @@ def run_search(
             # The host loads this file on start and continues from its steps and pool.
             shutil.copy(resume.supernet_checkpoint,
                         out_dir / Path(resume.supernet_checkpoint).name)
-        _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo)
-        _check_trial_fits(cfg)
+        if budget > 0:  # a finished run being finalised needs no evaluator
+            _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo)
+            _check_trial_fits(cfg)
         offset = max((r["trial_index"] or 0 for r in prior), default=0)
         trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name,
                                    parents=searcher_runs, index_offset=offset)
@@ -275,7 +292,7 @@ def run_search(
         # being closed, resume finds the trial in the state and closes the run as finished,
         # so the searcher's sequence continues.
         grid = _fit(cfg, comps, budget, out_dir, [checkpointer, trial_logger, printer])
-        wall = time.monotonic() - t0
+        wall = lease.elapsed_s()  # every driver of this search, resumes included
         new_rows = trial_rows(grid or [], comps.space, comps.metric,
                               trial_logger.trial_runs, index_offset=offset,
                               default_searcher=cfg.searcher.name)
@@ -299,6 +316,13 @@ def run_search(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except Exception as exc:
+        if disk_full(exc):
+            raise DiskFullError(
+                f"no space left on device ({_first_line(exc)}); free some, then continue "
+                f"with: raynas resume {parent} --tracking-uri {uri}"
+            ) from exc
+        raise
     finally:
         comps.evaluator.teardown()
         try:
@@ -307,8 +331,47 @@ def run_search(
             # what it could not write.
             tracker.close(timeout_s=None if status == "FINISHED" else 30.0)
         finally:
+            lease.release()
             if started:
                 ray.shutdown()
+
+
+class DiskFullError(OSError):
+    """The search stopped because a disk filled up; the message says how to resume."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk: ENOSPC, or sqlite's own words."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "database or disk is full" in str(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _own_folder(root: Path, name: str, resumed: bool) -> Path:
+    """A new folder under ``root`` for this driver alone (two drivers never share one)."""
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{'-resume' if resumed else ''}"
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = root / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise OSError(f"no free output folder {stem}-N under {root}")
 
 
 def _open_parent_run(

@@ -64,7 +64,7 @@ def restore_searcher(
                     if t.trial_id not in known], own=True)
     if isinstance(searcher, NASSearch):
         searcher.max_trials = None  # Tune's num_samples holds the remaining budget
-    return [recorded_row(t, space)
+    return [recorded_row(t, space, plan.objective_keys)
             for t in sorted(recorded.values(), key=lambda t: t.trial_index)]
 
 

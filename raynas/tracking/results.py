@@ -133,17 +133,24 @@ def feasible_front(rows: list[dict[str, Any]], objectives: Objectives) -> list[d
     return sorted(front, key=lambda r: r[objectives.metrics[0]])
 
 
-def recorded_row(trial: RecordedTrial, space: SearchSpace) -> dict[str, Any]:
-    """A trial-table row for a trial recorded in MLflow by an earlier part of the search."""
+def recorded_row(
+    trial: RecordedTrial, space: SearchSpace, keys: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A trial-table row for a trial recorded in MLflow by an earlier part of the search.
+
+    A finished trial lacking a finite value for one of ``keys`` (the objectives) is
+    ``INVALID``, as a live trial's row would be.
+    """
     arch = space.from_string(trial.arch)
     ok = trial.status == "FINISHED"
+    valid = all(math.isfinite(trial.metrics.get(k, math.nan)) for k in keys)
     row: dict[str, Any] = {
         "trial_index": trial.trial_index,
         "trial_id": trial.trial_id,
         "arch": space.to_string(arch),
         "canonical": space.canonical(arch),
         "searcher": trial.searcher,
-        "status": "OK" if ok else "ERROR",
+        "status": ("OK" if valid else "INVALID") if ok else "ERROR",
         "error": None if ok else "failed before resume",
         "mlflow_run_id": trial.run_id,
     }

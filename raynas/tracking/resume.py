@@ -99,7 +99,9 @@ class ResumePlan:
 
     Budget: ``remaining = config.budget.trials - len(finished) - len(failed)``. A failed
     trial spent its budget, as it did in the original run (Tune counts it among
-    ``num_samples``); interrupted trials did not and are to be run again.
+    ``num_samples``); interrupted trials did not and are to be run again. ``remaining`` is
+    0 (or less) for a run whose driver died after its last trial: resuming it records the
+    outcome. A FINISHED run with no budget left cannot be resumed.
 
     ``searcher_states``: per searcher label (the searcher's name, or each portfolio label),
     the latest checkpointed state, checked to restore into that searcher over the config's
@@ -497,7 +499,7 @@ def load_resume_plan(
         t for t in trials if t.status in _INTERRUPTED_STATUSES and not t.interrupted_before
     ]
     remaining = cfg.budget.trials - len(finished) - len(failed)
-    if remaining <= 0:
+    if remaining <= 0 and parent.info.status == "FINISHED":
         raise ResumeError(
             f"search run {run_id!r} already ran its {cfg.budget.trials} trials "
             f"({len(finished)} finished, {len(failed)} failed): nothing to resume"
@@ -509,11 +511,6 @@ def load_resume_plan(
     }
     states = _searcher_states(client, run_id, cfg, space, dest)
     warnings = states.warnings
-    if parent.info.status == "RUNNING":
-        warnings.append(
-            f"search run {run_id!r} is still marked RUNNING: if its driver is alive, a resume "
-            "runs trials twice"
-        )
     checkpoint = (
         _supernet_checkpoint(client, run_id, dest, warnings) if download_checkpoint else None
     )

@@ -234,7 +234,7 @@ def test_plan_counts_states_and_budget(sim: Sim, tmp_path: Path) -> None:
     assert sorted(t.status for t in plan.failed) == ["FAILED", "FINISHED"]  # NaN counts failed
     assert plan.searcher_states == {REA: sim.checkpoints[-1]}
     assert plan.portfolio_state is None and plan.supernet_checkpoint is None
-    assert len(plan.warnings) == 1 and "still marked RUNNING" in plan.warnings[0]
+    assert plan.warnings == []  # a live driver is refused by the lease, not warned about
     assert (tmp_path / "dl" / "config.yaml").is_file()
     for trial in plan.finished:
         assert trial.metrics["val_acc"] == _score(trial.arch)  # the last value, not step 1's
@@ -421,9 +421,15 @@ def test_a_run_tagged_with_another_space_than_its_config(store: Store, tmp_path:
         "'nb201'")
 
 
-def test_a_complete_search_has_nothing_to_resume(store: Store, tmp_path: Path) -> None:
+def test_a_complete_search_is_finalised_then_has_nothing_to_resume(
+    store: Store, tmp_path: Path
+) -> None:
     sim = simulate(store, completions=20, checkpoint_at=(20,))
-    # the last suggestions were never completed: 20 done plus none in flight within budget
+    # the last suggestions were never completed: 20 done plus none in flight within budget;
+    # its driver died before recording the outcome, so a resume only finalises it
+    plan = load_resume_plan(sim.store.uri, sim.parent, dest_dir=tmp_path / "dl")
+    assert plan.remaining == 0 and plan.spent == 20 and plan.status == "RUNNING"
+    MlflowClient(sim.store.uri).set_terminated(sim.parent, "FINISHED")
     message = _error(sim.store.uri, sim.parent, tmp_path / "dl")
     assert message == (f"search run {sim.parent!r} already ran its 20 trials (18 finished, "
                        "2 failed): nothing to resume")
@@ -644,3 +650,32 @@ def test_real_search_reads_back(tmp_path: Path, nb201_dir: Path, ray_session: No
     assert plan.searcher_states[REA] == state and plan.config.evaluator.name == "tabular"
     warm = load_warm_start(uri, [run_id], SPACE)
     assert [t.run_id for t in warm] == [t.run_id for t in plan.finished]
+
+
+@pytest.mark.ray
+def test_a_run_whose_driver_died_after_its_last_trial_is_finalised(
+    store: Store, tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from raynas.cli.main import main
+
+    sim = simulate(store, completions=20, checkpoint_at=(20,))
+    client = sim.store.client
+    assert client.get_run(sim.parent).info.status == "RUNNING"
+    client.set_tag(sim.parent, "raynas.driver_time_s", "123.0")  # its driver's heartbeats
+    args = ["resume", sim.parent, "--tracking-uri", sim.store.uri]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "all trials done, recording the outcome" in out
+    parent = client.get_run(sim.parent)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["num_trials"] == 20 and parent.data.metrics["num_failed"] == 2
+    assert 123.0 < parent.data.metrics["wall_time_s"] < 123.0 + 600  # both drivers' time
+    best = max(_score(a) for tid, a in sim.archs.items() if tid in sim.runs)
+    assert parent.data.metrics["best_val_acc"] <= best
+    assert parent.data.tags["raynas.best_arch"] in sim.archs.values()
+    artifacts = {a.path for a in client.list_artifacts(sim.parent)}
+    assert {"trials.parquet", "report"} <= artifacts
+    # nothing ran: the trial runs are the 20 recorded ones
+    assert len(load_trials(client, sim.parent, SPACE)) == len(sim.runs)
+    assert main(args) == 2
+    assert "nothing to resume" in capsys.readouterr().err

@@ -107,8 +107,24 @@ def test_sigkill_then_resume_finishes_the_budget(tmp_path, nb201_dir, driver,
     parent = search_run(uri)
     assert parent.info.status == "RUNNING"  # nobody closed it
 
-    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
-    out = capsys.readouterr().out
+    # two resumes at once (a retrying wrapper, two operators): exactly one runs
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    rival = subprocess.Popen(
+        [sys.executable, "-m", "raynas.cli", "resume", parent.info.run_id, "--tracking-uri",
+         uri], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        code = main(["resume", parent.info.run_id, "--tracking-uri", uri])
+        rival_out, rival_err = rival.communicate(timeout=600)
+    finally:
+        if rival.poll() is None:
+            os.killpg(rival.pid, signal.SIGKILL)
+    captured = capsys.readouterr()
+    assert sorted([code, rival.returncode]) == [0, 2], (captured, rival_out, rival_err)
+    refused = (captured.err if code == 2 else rival_err.decode()).strip().splitlines()
+    assert len(refused) == 1 and "is being run by another driver (pid" in refused[0]
+    out = captured.out if code == 0 else rival_out.decode()
     assert f"run {parent.info.run_id}:" in out and "to run" in out
 
     after = runs(uri, "trial")
@@ -231,3 +247,33 @@ def test_trial_closed_after_the_checkpoint_counts_once_and_sequence_continues(
         return [r.data.tags["raynas.arch"] for r in rows]
 
     assert sequence(uri) == sequence(full["tracking"]["uri"])
+
+
+def test_a_search_stopped_by_a_full_disk_says_how_to_resume_and_is_finalised(
+    tmp_path, nb201_dir, ray_session, capsys, monkeypatch
+) -> None:
+    import errno
+
+    from raynas.run import runner
+
+    config = _config(tmp_path, nb201_dir, budget={"trials": 6, "concurrency": 2})
+    config["evaluator"]["delay_s"] = 0.0
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(config))
+    uri = config["tracking"]["uri"]
+
+    def full(*args: Any, **kwargs: Any) -> None:  # a full disk cannot be made without root
+        raise OSError(errno.ENOSPC, "No space left on device", "trials.parquet")
+
+    monkeypatch.setattr(runner, "write_trials", full)
+    assert main(["run", str(path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if not line.split(" ", 2)[-1].startswith("INFO mlflow")]  # store creation
+    run_id = search_run(uri).info.run_id
+    assert len(err) == 1 and "no space left on device" in err[0]
+    assert err[0].endswith(f"continue with: raynas resume {run_id} --tracking-uri {uri}")
+    monkeypatch.undo()  # space freed
+    assert main(["resume", run_id, "--tracking-uri", uri]) == 0
+    parent = search_run(uri)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["num_trials"] == 6
+    assert sum(r.info.status == "FINISHED" for r in runs(uri, "trial")) == 6  # none re-run
