@@ -111,7 +111,9 @@ def test_a_second_search_space_is_refused_by_tune(tmp_path, ray_session) -> None
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["regularized_evolution", "nsga2"])
+# nsga2: a generational searcher with pending members and an optimiser state, the hardest
+# case; the bare-instance restore of every searcher is in the conformance suite.
+@pytest.mark.parametrize("name", ["nsga2"])
 def test_tuner_restore_continues_an_interrupted_run(name, tmp_path) -> None:
     import json
     import subprocess
