@@ -15,8 +15,12 @@ Parts:
      architectures (12x the target's budget), within +-10% on the other 3,625 and on their
      own training set; a device whose ceiling is below 90% has measurement noise no
      predictor trained on its table can remove;
-  4. service: predictions per second through the ``LatencyService`` actor (NB201 model,
-     precomputed; MobileNet table, new and repeated architectures) at batch 1, 64, 1,024.
+  4. service: predictions per second through the ``LatencyService`` actor: the NB201 model
+     (the service predicts all 15,625 architectures when it starts, so a call is a lookup);
+     the MobileNet lookup table, new and repeated architectures; and the learned path, a
+     MobileNet ``LatencyMLP`` fitted on the lookup-table latencies of a few hundred
+     architectures and served architectures it has not seen (nothing precomputed: each
+     call encodes them and runs the MLP), at batch 1, 64, 1,024.
 
 Usage:
     python benchmarks/latency_predictors.py [--data-dir DIR] [--out FILE] [--parts ...]
@@ -63,6 +67,9 @@ LUT_SPACES = {"nb201": {}, "mobilenet": {"resolution": 128}}
 CALIBRATION_ARCHS = 10
 BATCHES = (1, 64, 1024)
 CEILING_TRAIN = 12_000
+MLP_TRAIN_ARCHS = 300  # MobileNet architectures whose lookup-table latencies fit the MLP
+# Calls of new architectures available per batch size (about 2 s of each on 2 CPUs).
+MLP_COLD_CALLS = {1: 4096, 64: 1024, 1024: 128}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -240,7 +247,7 @@ def throughput(handle: Any, batches: list[list[str]], budget_s: float, *,
 
 
 def service(args: argparse.Namespace, model_dir: Path):
-    """Part 3: throughput of the actor at batch 1, 64, 1,024."""
+    """Part 4: throughput of the actor at batch 1, 64, 1,024 (precomputed, LUT, learned MLP)."""
     import ray
 
     from raynas.latency.service import start_latency_service, stop_latency_service
@@ -267,19 +274,47 @@ def service(args: argparse.Namespace, model_dir: Path):
         stop_latency_service("pixel3", prefix="bench")
 
         mobilenet = create_space("mobilenet", resolution=128)
+        rng = np.random.default_rng(args.seed)
+
+        def fresh(n: int) -> list[str]:
+            """``n`` newly sampled MobileNet strings (about 1e21 of them: no repeats)."""
+            return [mobilenet.to_string(mobilenet.sample(rng)) for _ in range(n)]
+
+        def batched(archs: list[str], b: int) -> list[list[str]]:
+            return [archs[i:i + b] for i in range(0, len(archs) - b + 1, b)]
+
         with tempfile.TemporaryDirectory() as tmp:
-            path = build_table(mobilenet, repeats=3, rounds=1, warmup=1).save(
-                Path(tmp) / "mobilenet.parquet")
+            table = build_table(mobilenet, repeats=3, rounds=1, warmup=1)
+            path = table.save(Path(tmp) / "mobilenet.parquet")
             handle = start_latency_service("cpu", str(path), prefix="bench")
-            rng = np.random.default_rng(args.seed)
-            fresh = [mobilenet.to_string(mobilenet.sample(rng)) for _ in range(40 * 1024)]
-            for label, b in (("cold", 1024), ("warm", 1024), ("cold", 64)):
-                batches = [fresh[i:i + b] for i in range(0, len(fresh) - b + 1, b)]
-                if label == "warm":
-                    batches = batches[:2]  # the same architectures again and again
-                rate, calls = throughput(handle, batches, budget, cycle=label == "warm")
+            cold = fresh(40 * 1024)
+            # Each cold measurement sends architectures the service has not been sent before;
+            # the warm one repeats two batches the first cold one already sent.
+            for label, b, archs in (("cold", 1024, cold), ("warm", 1024, cold[:2 * 1024]),
+                                    ("cold", 64, fresh(256 * 64))):
+                rate, calls = throughput(handle, batched(archs, b), budget,
+                                         cycle=label == "warm")
                 figures[f"service_mobilenet_{label}_preds_per_s_batch{b}"] = rate
                 rows.append([f"mobilenet LUT ({label})", b, rate, calls])
+            stop_latency_service("cpu", prefix="bench")
+
+            # The learned path: no space this large is precomputed, so every new architecture
+            # is encoded and run through the MLP inside the call.
+            train = fresh(MLP_TRAIN_ARCHS)
+            mlp = LatencyMLP(mobilenet, device="cpu", ensemble=args.ensemble, seed=args.seed)
+            mlp.fit(train, table.predict(train), epochs=60 if args.quick else 300)
+            path = mlp.save(Path(tmp) / "mobilenet_mlp.pt")
+            handle = start_latency_service("cpu", str(path), prefix="bench")
+            info = ray.get(handle.info.remote())
+            if info["predictors"] != ["LatencyMLP"] or info["cached"]:
+                raise RuntimeError(f"expected an empty LatencyMLP service, got {info}")
+            figures["service_mlp_cached_at_start"] = info["cached"]
+            figures["service_mlp_train_archs"] = MLP_TRAIN_ARCHS
+            for b in BATCHES:
+                archs = fresh(MLP_COLD_CALLS[b] * b)
+                rate, calls = throughput(handle, batched(archs, b), budget, cycle=False)
+                figures[f"service_mlp_cold_preds_per_s_batch{b}"] = rate
+                rows.append(["mobilenet MLP (new archs)", b, rate, calls])
             stop_latency_service("cpu", prefix="bench")
     finally:
         ray.shutdown()
@@ -308,7 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"error: unknown part(s) {sorted(unknown)}")
     table = require_file(args.data_dir / "latency_ms.csv")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
-    figures: dict[str, float] = {"load_avg_1min_at_start": load, "seed": args.seed}
+    # A run of some parts keeps the load recorded beside the other parts' figures.
+    prefix = "" if len(parts) == 4 else "_".join(sorted(parts)) + "_"
+    figures: dict[str, float] = {f"{prefix}load_avg_1min_at_start": load, "seed": args.seed}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as model_dir:
         if "learned" in parts:
