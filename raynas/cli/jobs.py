@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raynas.run.config import ConfigError, load_config
+from raynas.run.config import ConfigError, check_tracking_uri_form, load_config
 from raynas.run.placement import is_local_store
 
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ def job_tracking_uri(
             "the job's temporary working directory; use an MLflow server (http://HOST:5000) "
             "or an absolute path on the head node (sqlite:////abs/path/mlflow.db)"
         )
-    return uri
+    source = ("--tracking-uri" if override else "config field 'tracking.uri'" if config_uri
+              else "MLFLOW_TRACKING_URI")
+    return check_tracking_uri_form(uri, source)
 
 
 def build_entrypoint(config_rel: str, tracking_uri: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from raynas import __version__
 from raynas.cli.latency import add_latency_parser, run_latency
 from raynas.cli.submit import add_submit_parser, run_submit
+from raynas.run.stop import interrupted_exit_code, stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ def _add_report_parser(sub: argparse._SubParsersAction) -> None:
 def _report(args: argparse.Namespace) -> int:
     from raynas.report.summary import load_report, write_report
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    uri = uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    uri = _flag_or_env_uri(args)
     report = load_report(uri, args.target, ref_point=args.ref_point)
     out = Path(args.output_dir or Path("raynas_report") / report.run_id)
     paths = write_report(report, out)
@@ -98,6 +98,25 @@ def _report(args: argparse.Namespace) -> int:
         print(render_table(report))
         print(f"wrote {', '.join(p.name for p in paths)} to {out}")
     return 0
+
+
+def _flag_or_env_uri(args: argparse.Namespace) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ./mlflow.db; file stores refused."""
+    from raynas.run.config import check_tracking_uri_form
+
+    if args.tracking_uri:
+        return check_tracking_uri_form(args.tracking_uri, "--tracking-uri")
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return check_tracking_uri_form(env, "MLFLOW_TRACKING_URI")
+    return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def _one_line(exc: BaseException, limit: int = 380) -> str:
+    """An error as one bounded line (a library's message may span lines or quote a lot)."""
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    text = text or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:
@@ -139,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "resume":
         return _resume(args)
+    if args.tracking_uri:
+        _flag_or_env_uri(args)
     cfg = _load_demo(args) if args.command == "demo" else load_config(args.config)
     cfg = _apply_overrides(cfg, args)
     warm = ()
@@ -157,9 +178,10 @@ def _resume(args: argparse.Namespace) -> int:
 
     from raynas.run.runner import run_search
     from raynas.tracking.resume import load_resume_plan
+    from raynas.tracking.store import check_store_writable
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    uri = uri or f"sqlite:///{Path('mlflow.db').resolve()}"
+    uri = _flag_or_env_uri(args)
+    check_store_writable(uri)  # a resume writes: refused in one line before anything starts
     run_id = args.run_id
     if args.spool:
         from raynas.tracking.store import replay_spool
@@ -223,7 +245,7 @@ def _print_result(result) -> int:  # type: ignore[no-untyped-def]
     else:
         print(f"browse {result.tracking_uri}")
     if result.status == "KILLED":
-        return 130
+        return interrupted_exit_code()  # 130 after Ctrl-C, 143 after SIGTERM
     return 0 if result.best_arch is not None else 1
 
 
@@ -255,14 +277,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_submit(args)
         if args.command == "report":
             return _report(args)
-        return _run(args)
+        with stop_signals():  # SIGTERM stops a search as Ctrl-C does
+            return _run(args)
     except KeyboardInterrupt:
         print("raynas: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_exit_code()
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         if args.debug:
             raise
-        print(f"raynas: error: {exc}", file=sys.stderr)
+        print(f"raynas: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 
 

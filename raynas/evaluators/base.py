@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from raynas.evaluators.data import DatasetSplits, batches, load_dataset, resolve_spec
+from raynas.run.config import clip, short
 from spaces import Arch, SearchSpace
 
 if TYPE_CHECKING:
@@ -67,8 +68,17 @@ class Evaluator(ABC):
         *,
         log_metrics: Callable[[dict[str, float], int], None] | None = None,
         checkpoint_dir: str | None = None,
+        search_id: str | None = None,
+        log_artifact: Callable[[str], None] | None = None,
+        restore_from: str | None = None,
     ) -> None:
-        """Driver-side preparation before the first trial (e.g. train a shared supernet)."""
+        """Driver-side preparation before the first trial (e.g. train a shared supernet).
+
+        ``search_id`` (the search's MLflow run id) names what belongs to one search, the
+        same for every driver of it; ``log_artifact(path)`` stores a file in the search's
+        run while setup runs (e.g. a checkpoint per chunk of training); ``restore_from`` is
+        a file an earlier driver of the search logged, to continue from.
+        """
         return None
 
     def artifacts(self) -> list[str]:
@@ -117,13 +127,13 @@ class TrainingEvaluator(Evaluator):
     ) -> None:
         for label, value in (("epochs", epochs), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+                raise ValueError(f"{label} must be a positive integer, got {short(value)}")
         if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
+            raise ValueError(f"lr must be > 0, got {short(lr)}")
         if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 or None, got {num_threads!r}")
+            raise ValueError(f"num_threads must be >= 1 or None, got {short(num_threads)}")
         if train_subset is not None and train_subset < 1:
-            raise ValueError(f"train_subset must be >= 1 or None, got {train_subset!r}")
+            raise ValueError(f"train_subset must be >= 1 or None, got {short(train_subset)}")
         if not space.provides("build_network"):
             raise ValueError(
                 f"space {space.name!r} has no network to train (SearchSpace.build_network): "
@@ -262,22 +272,59 @@ def _accuracy(
 
 # --------------------------------------------------------------------------- tabular
 def _read_table(path: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Columns and ``arch_str -> row`` of a CSV table, read once per process."""
+    """Columns and ``arch_str -> row`` of a CSV table, read once per process.
+
+    Rows repeating an ``arch_str`` with the same values are dropped; with other values the
+    table is refused (which one is right is unknown, and the last one would win silently).
+    """
     key = str(path)
     with _LOCK:
         if key not in _TABLES:
+            import pyarrow
             import pyarrow.csv as pacsv
 
-            columns = pacsv.read_csv(path).to_pydict()
+            try:
+                columns = pacsv.read_csv(path).to_pydict()
+            except pyarrow.ArrowException as exc:
+                raise ValueError(
+                    f"table {short(key, 150)} cannot be read: {clip(str(exc))}"
+                ) from None
             if "arch_str" not in columns:
-                raise ValueError(f"table {key!r} has no 'arch_str' column: {sorted(columns)}")
+                raise ValueError(
+                    f"table {short(key, 150)} has no 'arch_str' column: {short(sorted(columns))}"
+                )
             names = list(columns)
-            rows = {
-                arch: {n: columns[n][i] for n in names}
-                for i, arch in enumerate(columns["arch_str"])
-            }
+            rows: dict[str, dict[str, Any]] = {}
+            line: dict[str, int] = {}
+            for i, arch in enumerate(columns["arch_str"]):
+                row = {n: columns[n][i] for n in names}
+                if arch in rows and not _same_row(rows[arch], row):
+                    # CSV lines count from 1 and the header is line 1.
+                    raise ValueError(
+                        f"table {short(key, 150)} has two different rows for arch_str "
+                        f"{short(arch, 120)} (lines {line[arch]} and {i + 2}); keep one"
+                    )
+                if arch not in rows:
+                    rows[arch], line[arch] = row, i + 2
+            if len(rows) < len(columns["arch_str"]):
+                logger.info("table %s: %d repeated identical rows dropped", key,
+                            len(columns["arch_str"]) - len(rows))
             _TABLES[key] = (names, rows)
         return _TABLES[key]
+
+
+def _same_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two table rows hold the same values (NaN equals NaN), ``index`` aside."""
+    for name, value in a.items():
+        other = b[name]
+        if name == "index" or value == other:
+            continue
+        if isinstance(value, float) and isinstance(other, float) and (
+            math.isnan(value) and math.isnan(other)
+        ):
+            continue
+        return False
+    return True
 
 
 def _float(value: Any) -> float:
@@ -288,6 +335,22 @@ def _float(value: Any) -> float:
 def _read_header(path: Path) -> list[str]:
     with path.open(newline="") as f:
         return f.readline().strip().split(",")
+
+
+# A table covering less of a finite space than this gets a warning: most trials would fail.
+MIN_TABLE_COVERAGE = 0.5
+
+
+def _warn_coverage(space: SearchSpace, path: Path, rows: int) -> None:
+    """Warn (one line) when a table has rows for a small part of a finite space."""
+    if not space.finite or space.size <= 0:
+        return
+    if rows < MIN_TABLE_COVERAGE * space.size:
+        logger.warning(
+            "table %s covers %d of the %d architectures of space %r (%.3g%%): trials of "
+            "the others fail", short(str(path), 150), rows, space.size, space.name,
+            100.0 * rows / space.size,
+        )
 
 
 class TabularEvaluator(Evaluator):
@@ -335,7 +398,7 @@ class TabularEvaluator(Evaluator):
         self.value_columns = tuple(c for c in columns if c not in ("index", "arch_str"))
         if metric not in self.value_columns:
             raise ValueError(
-                f"unknown metric {metric!r} for table {str(self.table_path)!r}; "
+                f"unknown metric {short(metric)} for table {short(str(self.table_path), 150)}; "
                 f"columns: {', '.join(self.value_columns)}"
             )
         if metric.startswith("test_"):
@@ -343,21 +406,23 @@ class TabularEvaluator(Evaluator):
                            metric)
         self.metric = metric
         if not isinstance(multi_fidelity, bool):
-            raise ValueError(f"multi_fidelity must be true or false, got {multi_fidelity!r}")
+            raise ValueError(
+                f"multi_fidelity must be true or false, got {short(multi_fidelity)}"
+            )
         low = "val_acc_12ep"
         if multi_fidelity and (low not in self.value_columns or metric == low):
             raise ValueError(
                 "multi_fidelity reports val_acc_12ep first and then the metric column: it needs "
-                f"a val_acc_12ep column and another metric, got metric {metric!r}"
+                f"a val_acc_12ep column and another metric, got metric {short(metric)}"
             )
         self.multi_fidelity = multi_fidelity
         if isinstance(delay_s, bool) or not isinstance(delay_s, (int, float)) or not (
             0 <= delay_s < math.inf
         ):
-            raise ValueError(f"delay_s must be a number of seconds >= 0, got {delay_s!r}")
+            raise ValueError(f"delay_s must be a number of seconds >= 0, got {short(delay_s)}")
         self.delay_s = float(delay_s)
         if isinstance(devices, str):
-            raise ValueError(f"devices must be a sequence of names, e.g. ({devices!r},)")
+            raise ValueError(f"devices must be a sequence of names, e.g. ({short(devices)},)")
         self.devices = tuple(devices)
         self.latency_path: Path | None = None
         self.all_devices: tuple[str, ...] = ()
@@ -371,17 +436,23 @@ class TabularEvaluator(Evaluator):
             unknown = [d for d in self.devices if d not in self.all_devices]
             if unknown:
                 raise ValueError(
-                    f"unknown device(s) {', '.join(map(repr, unknown))}; devices in "
-                    f"{str(self.latency_path)!r}: {', '.join(self.all_devices)}"
+                    f"unknown device(s) {short(unknown)}; devices in "
+                    f"{short(str(self.latency_path), 150)}: {', '.join(self.all_devices)}"
                 )
+        # Read on the driver: a table with conflicting rows is refused before anything starts.
+        _, rows = _read_table(self.table_path)
+        if self.latency_path is not None:
+            _read_table(self.latency_path)
+        _warn_coverage(space, self.table_path, len(rows))
 
     @staticmethod
     def _existing(path: Path, default_name: str) -> Path:
+        """``path`` (or ``default_name`` inside the folder it names) if it is a file."""
         path = path.expanduser().absolute()
         if path.is_dir():
             path = path / default_name
         if not path.is_file():
-            raise ValueError(f"table {str(path)!r} does not exist; {NB201_DATA_HINT}")
+            raise ValueError(f"table {short(str(path), 150)} does not exist; {NB201_DATA_HINT}")
         return path
 
     @property
@@ -476,7 +547,9 @@ def create_evaluator(name: str, space: SearchSpace, **options: Any) -> Evaluator
     )
 
     if not isinstance(name, str) or not name:
-        raise ValueError(f"evaluator must be a name or 'package.module:function', got {name!r}")
+        raise ValueError(
+            f"evaluator must be a name or 'package.module:function', got {short(name)}"
+        )
     key = name.lower()
     if key in EVALUATORS:
         module, _, attr = EVALUATORS[key].partition(":")
@@ -486,7 +559,7 @@ def create_evaluator(name: str, space: SearchSpace, **options: Any) -> Evaluator
     if target is None:
         plugins = entry_point_names()
         raise ValueError(
-            f"unknown evaluator {name[:200]!r}; available: {', '.join(sorted(EVALUATORS))}"
+            f"unknown evaluator {short(name)}; available: {', '.join(sorted(EVALUATORS))}"
             + (f", {', '.join(plugins)}" if plugins else "")
             + " (or your own 'package.module:function')"
         )

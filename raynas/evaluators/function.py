@@ -13,24 +13,20 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from raynas.evaluators.base import Evaluator, Report
+from raynas.run.config import clip
+from raynas.run.config import short as _short
 from spaces import Arch, SearchSpace
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "raynas.evaluators"
-_SHORT = 200
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
 
 
 def resolve_target(spec: str) -> Callable[..., Any]:
     """The callable named by ``package.module:function`` (dots after ``:`` walk attributes)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"evaluator {spec!r} must read 'package.module:function'")
+        raise ValueError(f"evaluator {_short(spec)} must read 'package.module:function'")
     # As uvicorn and gunicorn do: a module in the working directory is found (Ray's local
     # workers run in the driver's working directory too).
     cwd = os.getcwd()
@@ -40,14 +36,18 @@ def resolve_target(spec: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or the user's module failing at import
         raise ValueError(
-            f"evaluator {spec!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
+            f"evaluator {_short(spec, 100)}: cannot import {_short(module_name, 80)}: "
+            f"{type(exc).__name__}: {clip(str(exc), 150)}"
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"evaluator {spec!r}: {module_name!r} has no attribute {attr!r}")
+            raise ValueError(
+                f"evaluator {_short(spec, 100)}: {_short(module_name, 80)} has no attribute "
+                f"{_short(attr, 80)}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ValueError(f"evaluator {spec!r} is a {type(obj).__name__}, not a function")
+        raise ValueError(f"evaluator {_short(spec)} is a {type(obj).__name__}, not a function")
     return obj  # type: ignore[no-any-return]
 
 
@@ -99,8 +99,10 @@ class FunctionEvaluator(Evaluator):
             args = ({}, _no_report) if self._takes_report else ({},)
             inspect.signature(fn).bind(*args, **self.options)
         except TypeError as exc:
-            raise ValueError(f"evaluator {target!r} cannot take options {sorted(self.options)}: "
-                             f"{exc}") from None
+            raise ValueError(
+                f"evaluator {_short(target, 100)} cannot take options "
+                f"{_short(sorted(self.options, key=str), 100)}: {clip(str(exc), 150)}"
+            ) from None
         except ValueError:
             pass  # builtins without a signature: called as they are
         self._fn: Callable[..., Any] | None = fn
@@ -114,7 +116,7 @@ class FunctionEvaluator(Evaluator):
     def default_metric(self) -> tuple[str, str]:
         """None: a function evaluator needs the config's ``metric`` and ``mode``."""
         raise ValueError(
-            f"evaluator {self.target!r} does not say which metric to optimise: set the "
+            f"evaluator {_short(self.target)} does not say which metric to optimise: set the "
             "config's 'metric' (and 'mode')"
         )
 
@@ -163,7 +165,7 @@ def _numbers(metrics: Any, target: str, what: str) -> dict[str, float]:
     """The metrics as floats; a non-numeric value is an error naming the function."""
     if not isinstance(metrics, Mapping):
         raise TypeError(
-            f"evaluator {target!r}: {what} must be a dict of metric name -> number, got "
+            f"evaluator {_short(target)}: {what} must be a dict of metric name -> number, got "
             f"{_short(metrics)}"
         )
     out: dict[str, float] = {}
@@ -172,7 +174,7 @@ def _numbers(metrics: Any, target: str, what: str) -> dict[str, float]:
             value, "__float__"
         ):
             raise TypeError(
-                f"evaluator {target!r}: {what} metric {str(key)!r} must be a number, got "
+                f"evaluator {_short(target)}: {what} metric {str(key)!r} must be a number, got "
                 f"{_short(value)}"
             )
         number = float(value)

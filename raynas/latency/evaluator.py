@@ -111,11 +111,15 @@ class LatencyEvaluator(Evaluator):
         return self.inner.default_metric
 
     def setup(self, *, log_metrics: LogMetrics | None = None,
-              checkpoint_dir: str | None = None) -> None:
+              checkpoint_dir: str | None = None, search_id: str | None = None,
+              log_artifact: Callable[[str], None] | None = None,
+              restore_from: str | None = None) -> None:
         """Set up the inner evaluator, then start (or find) one service per device."""
         import ray
 
-        self.inner.setup(log_metrics=log_metrics, checkpoint_dir=checkpoint_dir)
+        self.inner.setup(log_metrics=log_metrics, checkpoint_dir=checkpoint_dir,
+                         search_id=search_id, log_artifact=log_artifact,
+                         restore_from=restore_from)
         for device, sources in self.sources.items():
             # Measured tables are read in the search's space; tables and models must match it.
             handle = start_latency_service(

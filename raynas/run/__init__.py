@@ -4,4 +4,6 @@
 - ``runner``: builds space, searcher(s) and evaluator, drives Ray Tune, records in MLflow.
 - ``members``: the searcher runs of a portfolio. ``placement``: nodes, actor reuse, stores.
 - ``schedulers``: Tune trial schedulers by name. ``progress``: the console progress line.
+- ``localray``: the Ray node of a run without ``--address``, on loopback. ``stop``: Ctrl-C and
+  SIGTERM, one stop path and its exit codes.
 """

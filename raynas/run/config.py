@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import reprlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -17,6 +19,44 @@ logger = logging.getLogger(__name__)
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message names the field and the fix."""
+
+
+def short(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` in at most ``limit`` characters, computed in bounded time (for errors)."""
+    # Bounded work as well as length: a YAML alias bomb is small as data but its full repr
+    # is gigabytes, so ``repr(value)[:limit]`` is no answer.
+    cut = reprlib.Repr()
+    cut.maxlevel, cut.maxlist, cut.maxtuple, cut.maxdict, cut.maxset = 3, 6, 6, 4, 6
+    cut.maxlong, cut.maxother, cut.maxstring = 60, 100, max(limit, 10)
+    text = cut.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """The first line of a message from elsewhere, cut to ``limit`` characters."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def check_tracking_uri_form(uri: Any, source: str) -> str:
+    """``uri`` if MLflow can keep a search there; else ``ConfigError`` naming ``source``.
+
+    A ``file:`` URI or a plain path is MLflow's file store, which MLflow 3 refuses; the
+    message names the sqlite URI to use instead. Nothing is read or written here.
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise ConfigError(f"{source} must be a URI string, got {short(uri)}")
+    scheme = urlsplit(uri).scheme.lower() if ":" in uri else ""
+    if scheme not in ("", "file") or uri == "databricks":
+        return uri
+    path = Path(unquote(urlsplit(uri).path) if scheme == "file" else uri).expanduser()
+    db = path.absolute().parent / "mlflow.db"
+    raise ConfigError(
+        f"{source} is {short(uri, 100)}, a file store, which MLflow 3 refuses: use a "
+        f"sqlite file, e.g. {clip(f'sqlite:///{db}', 120)}, or an MLflow server "
+        "(http://HOST:5000)"
+    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +152,10 @@ class ExperimentConfig:
     def resolved_tracking_uri(self) -> str:
         """The tracking URI: config, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``."""
         uri = self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
+        if uri:
+            source = "config field 'tracking.uri'" if self.tracking.uri else "MLFLOW_TRACKING_URI"
+            uri = check_tracking_uri_form(uri, source)
+        else:
             uri = f"sqlite:///{Path('mlflow.db').resolve()}"
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             # Relative sqlite paths are relative to the working directory; make them absolute
@@ -139,6 +182,11 @@ _TOP_LEVEL = {
 }
 
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
+# What reading a config may cost: a config is a page of YAML.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+# The output folder adds a timestamp and a suffix to the name; file names stop at 255 bytes.
+MAX_NAME = 200
 
 
 def _portfolio(raw: Any, total: int | None) -> tuple[tuple[Member, ...], int]:
@@ -154,7 +202,9 @@ def _portfolio(raw: Any, total: int | None) -> tuple[tuple[Member, ...], int]:
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping):
-            raise ConfigError(f"config field '{where}' must be a name or a mapping, got {item!r}")
+            raise ConfigError(
+                f"config field '{where}' must be a name or a mapping, got {short(item)}"
+            )
         options = dict(item)
         label = options.pop("label", None)
         trials = options.pop("trials", None)
@@ -166,13 +216,15 @@ def _portfolio(raw: Any, total: int | None) -> tuple[tuple[Member, ...], int]:
         if trials is not None:
             trials = _int({"trials": trials}, "trials", 1, f"{where}.", 1)
         if not isinstance(share, bool):
-            raise ConfigError(f"config field '{where}.share' must be true or false, got {share!r}")
+            raise ConfigError(
+                f"config field '{where}.share' must be true or false, got {short(share)}"
+            )
         specs.append((label, comp, trials, share))
     labels = [s[0] for s in specs]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         raise ConfigError(
-            f"config field 'searchers' uses the label {dup[0]!r} twice; give each a 'label'"
+            f"config field 'searchers' uses the label {short(dup[0])} twice; give each a 'label'"
         )
     unset = [s for s in specs if s[2] is None]
     if unset and total is None:
@@ -207,8 +259,12 @@ def _scheduler(raw: Any) -> Component | None:
     comp = _component(raw, "scheduler")
     if comp.name not in SCHEDULERS:
         raise ConfigError(
-            f"config field 'scheduler.name' is {comp.name!r}; known: {', '.join(SCHEDULERS)}"
+            f"config field 'scheduler.name' is {short(comp.name)}; known: {', '.join(SCHEDULERS)}"
         )
+    # Built once and dropped: a misspelled or bad option fails here, before anything starts.
+    from raynas.run.schedulers import create_scheduler
+
+    create_scheduler(comp)
     return comp
 
 
@@ -227,7 +283,7 @@ def _component(raw: Any, field_name: str) -> Component:
             options.update(extra)
         return Component(name, options)
     raise ConfigError(
-        f"config field '{field_name}' must be a name or a mapping with 'name', got {raw!r}"
+        f"config field '{field_name}' must be a name or a mapping with 'name', got {short(raw)}"
     )
 
 
@@ -235,17 +291,22 @@ def _int(raw: Mapping[str, Any], key: str, default: int, where: str, minimum: in
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(
-            f"config field '{where}{key}' must be an integer >= {minimum}, got {value!r}"
+            f"config field '{where}{key}' must be an integer >= {minimum}, got {short(value)}"
         )
     return value
 
 
-def _float(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
+def _float(
+    raw: Mapping[str, Any], key: str, default: float, where: str, *, positive: bool = False
+) -> float:
     value = raw.get(key, default)
+    bound = "> 0" if positive else ">= 0"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"config field '{where}{key}' must be a number, got {value!r}")
-    if value < 0:
-        raise ConfigError(f"config field '{where}{key}' must be >= 0, got {value!r}")
+        raise ConfigError(
+            f"config field '{where}{key}' must be a number {bound}, got {short(value)}"
+        )
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"config field '{where}{key}' must be {bound}, got {short(value)}")
     return float(value)
 
 
@@ -253,11 +314,12 @@ def _mapping(raw: Any, field_name: str, known: set[str]) -> Mapping[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"config field '{field_name}' must be a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - known)
+        raise ConfigError(f"config field '{field_name}' must be a mapping, got {short(raw)}")
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
         raise ConfigError(
-            f"unknown config field '{field_name}.{unknown[0]}'; known: {', '.join(sorted(known))}"
+            f"unknown config field {short(f'{field_name}.{unknown[0]}')}; "
+            f"known: {', '.join(sorted(known))}"
         )
     return raw
 
@@ -266,14 +328,16 @@ def _objectives(metric: Any, mode: Any) -> tuple[Any, Any]:
     """Validate ``metric`` (a name or list of names) and ``mode`` (one per metric)."""
     if isinstance(metric, list):
         if not metric or not all(isinstance(m, str) and m for m in metric):
-            raise ConfigError(f"config field 'metric' must list metric names, got {metric!r}")
+            raise ConfigError(
+                f"config field 'metric' must list metric names, got {short(metric)}"
+            )
         metric = tuple(metric) if len(metric) > 1 else metric[0]
     elif metric is not None and (not isinstance(metric, str) or not metric):
-        raise ConfigError(f"config field 'metric' must be a metric name, got {metric!r}")
+        raise ConfigError(f"config field 'metric' must be a metric name, got {short(metric)}")
     modes = tuple(mode) if isinstance(mode, list) else (mode,)
     for m in modes:
         if m not in ("min", "max"):
-            raise ConfigError(f"config field 'mode' must be 'min' or 'max', got {m!r}")
+            raise ConfigError(f"config field 'mode' must be 'min' or 'max', got {short(m)}")
     if isinstance(metric, tuple):
         if len(modes) == 1:
             modes = modes * len(metric)
@@ -282,20 +346,44 @@ def _objectives(metric: Any, mode: Any) -> tuple[Any, Any]:
                 f"config field 'mode' needs one mode per metric: {len(metric)} metrics, "
                 f"{len(modes)} modes"
             )
+        first: dict[str, str] = {}
+        for name, m in zip(metric, modes):
+            if name in first:
+                # Two objectives on one metric: contradictory (max and min) or redundant;
+                # either way the Pareto front and the best trial would be wrong.
+                how = f" (modes {first[name]} and {m})" if first[name] != m else ""
+                raise ConfigError(
+                    f"config field 'metric' lists {short(name)} twice{how}; name each "
+                    "objective once"
+                )
+            first[name] = m
         return metric, modes
     if len(modes) != 1:
         raise ConfigError(f"config field 'mode' has {len(modes)} modes for one metric")
     return metric, modes[0]
 
 
+def _name(name: Any) -> str:
+    """The search's name, which names its output folder: one safe path component."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"config field 'name' must be a non-empty string, got {short(name)}")
+    if (name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable()
+            or len(name.encode(errors="surrogatepass")) > MAX_NAME):
+        raise ConfigError(
+            f"config field 'name' must be one folder name inside output_dir (no '/', '\\', "
+            f"'..' or control characters, at most {MAX_NAME} bytes), got {short(name)}"
+        )
+    return name
+
+
 def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
     """Validate a parsed YAML mapping into an ``ExperimentConfig``."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a config must be a YAML mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - _TOP_LEVEL)
+    unknown = sorted(set(raw) - _TOP_LEVEL, key=str)
     if unknown:
         raise ConfigError(
-            f"unknown config field '{unknown[0]}'; known: {', '.join(sorted(_TOP_LEVEL))}"
+            f"unknown config field {short(unknown[0])}; known: {', '.join(sorted(_TOP_LEVEL))}"
         )
     for required in ("space", "evaluator"):
         if required not in raw:
@@ -312,17 +400,20 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
     budget = Budget(
         trials=trials,
         concurrency=_int(b, "concurrency", Budget.concurrency, "budget.", 1),
-        cpus_per_trial=_float(b, "cpus_per_trial", Budget.cpus_per_trial, "budget."),
+        cpus_per_trial=_float(b, "cpus_per_trial", Budget.cpus_per_trial, "budget.",
+                              positive=True),
         gpus_per_trial=_float(b, "gpus_per_trial", Budget.gpus_per_trial, "budget."),
         max_failures=_int(b, "max_failures", Budget.max_failures, "budget.", 0),
     )
     t = _mapping(raw.get("tracking"), "tracking", set(Tracking.__dataclass_fields__))
     uri = t.get("uri")
-    if uri is not None and (not isinstance(uri, str) or not uri):
-        raise ConfigError(f"config field 'tracking.uri' must be a URI string, got {uri!r}")
+    if uri is not None:
+        uri = check_tracking_uri_form(uri, "config field 'tracking.uri'")
     experiment = t.get("experiment", Tracking.experiment)
     if not isinstance(experiment, str) or not experiment:
-        raise ConfigError(f"config field 'tracking.experiment' must be a name, got {experiment!r}")
+        raise ConfigError(
+            f"config field 'tracking.experiment' must be a name, got {short(experiment)}"
+        )
     metric, mode = _objectives(raw.get("metric"), raw.get("mode", "max"))
     constraints = raw.get("constraints") or ()
     if isinstance(constraints, str):
@@ -332,20 +423,18 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
     ):
         raise ConfigError(
             "config field 'constraints' must be a list of strings like 'latency_pixel3 <= 5', "
-            f"got {constraints!r}"
+            f"got {short(constraints)}"
         )
     try:
         from searchers.objectives import parse_constraint
 
         constraints = tuple(str(parse_constraint(c)) for c in constraints)
     except ValueError as exc:
-        raise ConfigError(f"config field 'constraints': {exc}") from None
-    name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"config field 'name' must be a non-empty string, got {name!r}")
+        raise ConfigError(f"config field 'constraints': {clip(str(exc))}") from None
+    name = _name(raw.get("name", default_name))
     output_dir = raw.get("output_dir", ExperimentConfig.output_dir)
     if not isinstance(output_dir, str) or not output_dir:
-        raise ConfigError(f"config field 'output_dir' must be a path, got {output_dir!r}")
+        raise ConfigError(f"config field 'output_dir' must be a path, got {short(output_dir)}")
     return ExperimentConfig(
         name=name,
         space=_component(raw["space"], "space"),
@@ -361,7 +450,8 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
             experiment=experiment,
             checkpoint_every=_int(t, "checkpoint_every", Tracking.checkpoint_every,
                                   "tracking.", 0),
-            max_outage_s=_float(t, "max_outage_s", Tracking.max_outage_s, "tracking."),
+            max_outage_s=_float(t, "max_outage_s", Tracking.max_outage_s, "tracking.",
+                                positive=True),
         ),
         output_dir=output_dir,
         portfolio=members,
@@ -372,12 +462,142 @@ def parse_config(raw: Any, *, default_name: str = "raynas") -> ExperimentConfig:
 def load_config(path: str | os.PathLike[str]) -> ExperimentConfig:
     """Read and validate a YAML config file."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
+    shown = short(str(p), 150)
     try:
-        raw = yaml.safe_load(p.read_text())
+        if not p.exists():
+            raise ConfigError(f"config file {shown} does not exist")
+        if p.is_dir():
+            raise ConfigError(f"config file {shown} is a directory, not a YAML file")
+        if not p.is_file():
+            raise ConfigError(f"config file {shown} is not a regular file")
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {shown} is {size} bytes; a config is at most {MAX_CONFIG_BYTES}"
+            )
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {shown} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {shown} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
+    except _Refused as exc:
+        raise ConfigError(f"config file {shown} {exc}") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML{line}") from None
+        raise ConfigError(f"config file {shown} is not valid YAML{line}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {shown} nests too deeply to be read") from None
+    if raw is None:
+        raise ConfigError(f"config file {shown} is empty")
     return parse_config(raw, default_name=p.stem)
+
+
+class _Refused(ValueError):
+    """A YAML document refused before it is built; the message follows the file's name."""
+
+
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """``SafeLoader`` that refuses repeated keys and aliases expanding past ``MAX_YAML_VALUES``."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        """Check the composed node graph, then build it as ``SafeLoader`` does."""
+        _check_yaml(node)
+        return super().construct_document(node)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_yaml(root: yaml.Node) -> None:
+    """Refuse repeated mapping keys, recursive aliases, and more than ``MAX_YAML_VALUES``
+    values once aliases are expanded (the composed graph shares aliased nodes, so a
+    billion-laughs file is small here and only explodes when something walks the data)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # the nodes on the path from the root: an alias to one is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        kids = _children(node)
+        if done:
+            open_.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise _Refused(
+                    f"holds more than {MAX_YAML_VALUES} values once its YAML aliases are "
+                    f"expanded (line {node.start_mark.line + 1}); write the values out"
+                )
+            continue
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.MappingNode):
+            seen: set[tuple[str, str]] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if (key.tag, key.value) in seen:
+                        raise _Refused(
+                            f"repeats the key {short(key.value, 100)} at line "
+                            f"{key.start_mark.line + 1}"
+                        )
+                    seen.add((key.tag, key.value))
+        open_.add(id(node))
+        stack.append((node, True))
+        for kid in kids:
+            if id(kid) in open_:
+                raise _Refused(
+                    f"has a YAML alias inside its own anchor at line {kid.start_mark.line + 1}"
+                )
+            if id(kid) not in sizes:
+                stack.append((kid, False))
+
+
+def check_writable(path: str | os.PathLike[str], what: str, *, folder: bool) -> None:
+    """``ConfigError`` naming ``path`` if it, or the folder it would be created in, is unwritable.
+
+    Nothing is created. A file needs its folder writable too (sqlite writes a journal there).
+    """
+    p = Path(path).absolute()  # as the store and the output folder will be opened: no ~
+    shown = short(str(p), 150)
+    try:
+        if p.exists():
+            if folder != p.is_dir():
+                raise ConfigError(f"{what} {shown} is {'not a' if folder else 'a'} directory")
+            for target in dict.fromkeys((p, p if folder else p.parent)):
+                mode = os.W_OK | (os.X_OK if target.is_dir() else 0)
+                if not os.access(target, mode):
+                    why = _why(target, itself=target == p)
+                    raise ConfigError(f"{what} {shown} cannot be written: {why}")
+            return
+        parent = p.parent
+        while not parent.exists():
+            parent = parent.parent
+    except OSError as exc:
+        raise ConfigError(f"{what} {shown} cannot be checked: {exc.strerror or exc}") from None
+    if not parent.is_dir():
+        raise ConfigError(
+            f"{what} {shown} cannot be created: {short(str(parent), 150)} is not a directory"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {shown} cannot be created: {_why(parent)}")
+
+
+def _why(path: Path, *, itself: bool = False) -> str:
+    shown = "it" if itself else short(str(path), 150)
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return f"{shown} is on a read-only filesystem"
+    except OSError:
+        pass
+    return f"no permission to write {shown}"

@@ -6,9 +6,9 @@ import errno
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from raynas.evaluators.base import Evaluator, create_evaluator
-from raynas.run.config import ConfigError, ExperimentConfig
+from raynas.run import stop
+from raynas.run.config import ConfigError, ExperimentConfig, check_writable
+from raynas.run.localray import is_local, local_init_options, loopback_node
 from raynas.run.members import finish_members, member_failure, member_runs
 from raynas.run.placement import RESULT_NODE_ID, check_shared_tracking, reuse_actors
 from raynas.run.progress import ProgressPrinter, echo_stdout
@@ -41,7 +43,14 @@ from raynas.tracking.resume import (
     RecordedTrial,
     ResumePlan,
 )
-from raynas.tracking.store import TAG_SEARCHER, TAG_SPACE, Tracker, TrialLogger, flatten
+from raynas.tracking.store import (
+    TAG_SEARCHER,
+    TAG_SPACE,
+    Tracker,
+    TrialLogger,
+    check_store_writable,
+    flatten,
+)
 from searchers import NASSearch, create_searcher, get_searcher_class
 from searchers.objectives import Objectives
 from searchers.portfolio import PortfolioMember, PortfolioSearch
@@ -186,7 +195,7 @@ def evaluate_trial(config: dict[str, Any], *, space: SearchSpace, evaluator: Eva
 
 
 def ensure_ray(address: str | None, *, num_cpus: int | None = None, quiet: bool = True) -> bool:
-    """Connect to ``address`` or start local Ray; returns True if this call started it."""
+    """Connect to ``address`` or start local Ray (on loopback); True if this call started it."""
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -195,10 +204,15 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None, quiet: bool 
         kwargs["address"] = address
     else:
         kwargs["num_cpus"] = num_cpus
+    local = is_local(address)  # a node of our own: on loopback (raynas.run.localray)
+    if local:
+        kwargs.update(local_init_options())
     try:
-        ray.init(**kwargs)
+        with loopback_node() if local else nullcontext():
+            ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot connect to Ray at {address or 'local'}: {exc}") from None
+    stop.rearm()  # ray.init's SIGTERM handler prints a C++ stack and aborts
     return True
 
 
@@ -222,6 +236,9 @@ def run_search(
     """
     comps = build_components(cfg)
     uri = resume.tracking_uri if resume is not None else cfg.resolved_tracking_uri()
+    # Before a lease, Ray or a parent run: one line now, not minutes of retried writes later.
+    check_store_writable(uri)
+    check_writable(cfg.output_dir, "config field 'output_dir'", folder=True)
     lease = None
     if resume is not None:  # before Ray starts or anything is written
         lease = Lease(MlflowClient(uri), resume.run_id)
@@ -251,6 +268,7 @@ def run_search(
         lease = Lease(tracker.client, parent)
         lease.acquire(fresh=True)
     status = "FAILED"
+    trial_logger: TrialLogger | None = None
     try:
         if resume is None:
             tracker.log_text(parent, cfg.to_yaml(), CONFIG_FILE)
@@ -267,12 +285,8 @@ def run_search(
                   prior=len(prior) if resume is not None else None, warm=len(warm_start))
         if isinstance(comps.searcher, PortfolioSearch):
             comps.searcher.on_failure = member_failure(tracker, searcher_runs, echo)
-        if resume is not None and resume.supernet_checkpoint is not None:
-            # The host loads this file on start and continues from its steps and pool.
-            shutil.copy(resume.supernet_checkpoint,
-                        out_dir / Path(resume.supernet_checkpoint).name)
         if budget > 0:  # a finished run being finalised needs no evaluator
-            _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo)
+            _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo, resume)
             _check_trial_fits(cfg)
         offset = max((r["trial_index"] or 0 for r in prior), default=0)
         trial_logger = TrialLogger(tracker, parent, comps.space, searcher=cfg.searcher.name,
@@ -309,12 +323,13 @@ def run_search(
         if stopped_early(comps.searcher, len(new_rows), budget):
             # Ctrl-C: Tune stops its trials and returns normally; the budget is not spent.
             status = "KILLED"
-            echo(f"raynas: stopped after {len(rows)} of {cfg.budget.trials} trials; continue "
-                 f"with: raynas resume {parent} --tracking-uri {uri}")
+            echo(f"raynas: stopped after {len(rows)} of {cfg.budget.trials} trials; "
+                 + _resume_hint(parent, uri))
         result.status = status
         return result
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM, or one outside Tune's loop
         status = "KILLED"
+        echo(f"raynas: stopped; {_resume_hint(parent, uri)}")
         raise
     except Exception as exc:
         if disk_full(exc):
@@ -326,6 +341,8 @@ def run_search(
     finally:
         comps.evaluator.teardown()
         try:
+            if status == "KILLED" and trial_logger is not None:
+                trial_logger.end_open("KILLED")  # trials Tune stopped without ending them
             tracker.end(parent, status)
             # A failed or interrupted search waits a little for the store; the spool keeps
             # what it could not write.
@@ -334,6 +351,10 @@ def run_search(
             lease.release()
             if started:
                 ray.shutdown()
+
+
+def _resume_hint(parent: str, uri: str) -> str:
+    return f"continue with: raynas resume {parent} --tracking-uri {uri}"
 
 
 class DiskFullError(OSError):
@@ -434,7 +455,8 @@ def _fit(
             verbose=0,
         ),
     )
-    return tuner.fit()
+    with stop.around_fit():  # Tune's SIGINT handler outlives fit; a later Ctrl-C must stop
+        return tuner.fit()
 
 
 def _record_outcome(
@@ -534,18 +556,40 @@ def _describe(space: SearchSpace, config: Mapping[str, Any]) -> str:
 
 def _prepare_evaluator(
     cfg: ExperimentConfig, comps: Components, tracker: Tracker, parent: str, out_dir: Path,
-    echo: Callable[[str], None],
+    echo: Callable[[str], None], resume: ResumePlan | None = None,
 ) -> None:
-    """Run the evaluator's setup (e.g. supernet training), logging progress and artifacts."""
+    """Run the evaluator's setup (e.g. supernet training), logging progress and artifacts.
+
+    A resumed search's setup continues from the checkpoint an earlier driver logged; steps
+    that driver logged after its last checkpoint are trained again but not logged twice.
+    """
     prep = time.monotonic()
+    logged: dict[str, int] = {}  # metric -> last step already in the store (resume only)
 
     def log_setup(metrics: dict[str, float], step: int) -> None:
+        if resume is not None:
+            for key in metrics.keys() - logged.keys():
+                try:
+                    history = tracker.client.get_metric_history(parent, key)
+                except Exception as exc:  # a store outage: log them (the tracker buffers)
+                    logger.warning("cannot read metric %s of run %s: %s", key, parent,
+                                   _first_line(exc))
+                    history = []
+                logged[key] = max((m.step for m in history), default=-1)
+            metrics = {k: v for k, v in metrics.items() if step > logged[k]}
+            if not metrics:
+                return
         tracker.log_metrics(parent, metrics, step=step)
         if step % 100 == 0:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
             echo(f"raynas: {cfg.evaluator.name} setup step {step}: {shown}")
 
-    comps.evaluator.setup(log_metrics=log_setup, checkpoint_dir=str(out_dir))
+    restore = None if resume is None else resume.supernet_checkpoint
+    comps.evaluator.setup(
+        log_metrics=log_setup, checkpoint_dir=str(out_dir), search_id=parent,
+        log_artifact=lambda path: tracker.log_file(parent, path),
+        restore_from=None if restore is None else str(restore),
+    )
     if comps.evaluator.artifacts():
         echo(f"raynas: {cfg.evaluator.name} evaluator ready in {time.monotonic() - prep:.1f}s")
     for path in comps.evaluator.artifacts():

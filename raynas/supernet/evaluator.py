@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,12 @@ logger = logging.getLogger(__name__)
 
 LogMetrics = Callable[[dict[str, float], int], None]
 _OWN_OPTIONS = ("checkpoint_path", "num_threads", "primary")
+HOST_PREFIX = "raynas-supernet"
+
+
+def search_host_name(search_id: str) -> str:
+    """The host name (and checkpoint file stem) of a search: every driver of it uses it."""
+    return f"{HOST_PREFIX}-{search_id}"
 
 
 def _trainer_parameters() -> set[str]:
@@ -113,8 +120,10 @@ class SupernetEvaluator(Evaluator):
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.space = space
-        # A fresh name per evaluator, i.e. per search, unless given.
-        self.host_name = host_name or f"raynas-supernet-{uuid.uuid4().hex[:10]}"
+        # A fresh name per evaluator unless given; setup(search_id=...) names it after the
+        # search, so a resumed search's host and checkpoint keep the name.
+        self._named = host_name is not None
+        self.host_name = host_name or f"{HOST_PREFIX}-{uuid.uuid4().hex[:10]}"
         self.replicas, self.train_steps, self.chunk_steps = replicas, train_steps, chunk_steps
         self.method, self.namespace, self.detached = method, namespace, detached
         self.num_cpus, self.num_gpus, self.num_threads = num_cpus, num_gpus, num_threads
@@ -146,17 +155,32 @@ class SupernetEvaluator(Evaluator):
         return "val_acc", "max"
 
     def setup(
-        self, *, log_metrics: LogMetrics | None = None, checkpoint_dir: str | None = None
+        self, *, log_metrics: LogMetrics | None = None, checkpoint_dir: str | None = None,
+        search_id: str | None = None, log_artifact: Callable[[str], None] | None = None,
+        restore_from: str | None = None,
     ) -> None:
         """Start the hosts, pretrain, checkpoint and sync replicas (driver, before the search).
 
         ``log_metrics({"supernet/loss": ..., "supernet/acc": ...}, step)`` is called per
-        step. Without ``checkpoint_dir`` the checkpoint goes to a new temporary folder.
+        step, ``log_artifact(checkpoint_path)`` after each chunk of steps. Without
+        ``checkpoint_dir`` the checkpoint goes to a new temporary folder. ``search_id``
+        names the host and its checkpoint ``raynas-supernet-<search_id>`` (unless
+        ``host_name`` was given). ``restore_from`` (an earlier driver's checkpoint) is
+        copied to ``checkpoint_path`` and loaded by the host, which continues from its
+        step; one that does not load is reported in one warning line and training starts
+        from step 0.
         """
         from raynas.supernet.host import start_hosts, sync_replicas
 
+        if search_id is not None and not self._named:
+            self.host_name = search_host_name(search_id)
         folder = Path(checkpoint_dir or tempfile.mkdtemp(prefix="raynas-supernet-"))
         self.checkpoint_path = str((folder / f"{self.host_name}.pt").absolute())
+        if restore_from is not None and Path(restore_from).absolute() != Path(
+            self.checkpoint_path
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(restore_from, self.checkpoint_path)
         hosts = start_hosts(
             self.host_name, space=self.space, replicas=self.replicas,
             namespace=self.namespace, num_cpus=self.num_cpus, num_gpus=self.num_gpus,
@@ -167,14 +191,29 @@ class SupernetEvaluator(Evaluator):
         import ray
 
         primary = hosts[0]
-        done = ray.get(primary.ready.remote())["steps"]  # a restored host keeps its steps
+        state: dict[str, Any] = dict(ray.get(primary.ready.remote()))
+        # A detached host of an earlier driver of this search, found by name, keeps writing
+        # its own file: upload that one.
+        self.checkpoint_path = state.get("checkpoint_path") or self.checkpoint_path
+        if state.get("restore_error"):
+            logger.warning("supernet checkpoint %s is unusable (%s); training the supernet "
+                           "from step 0", restore_from or self.checkpoint_path,
+                           state["restore_error"])
+        elif state.get("restored"):
+            logger.info("supernet %s: continuing from step %d of %s", self.host_name,
+                        state["steps"], self.checkpoint_path)
+        done = state["steps"]  # a restored host keeps its steps
         while done < self.train_steps:
             chunk = min(self.chunk_steps, self.train_steps - done)
-            records = ray.get(primary.train.remote(chunk))
+            records = ray.get(primary.train.remote(chunk))  # the host saves after the chunk
             for record in records:
                 if log_metrics is not None:
                     log_metrics({"supernet/loss": record["loss"], "supernet/acc": record["acc"]},
                                 int(record["step"]))
+            # After the chunk's metrics: a driver killed in between retrains this chunk
+            # (the same numbers) rather than leaving steps without metrics.
+            if log_artifact is not None:
+                log_artifact(self.checkpoint_path)
             done = int(records[-1]["step"])
             logger.info("supernet %s: step %d/%d, loss %.4f", self.host_name, done,
                         self.train_steps, records[-1]["loss"])

@@ -61,7 +61,10 @@ class SupernetHostImpl:
 
     On construction it loads ``checkpoint_path`` if the file exists, so an actor that Ray
     restarts after a crash or ``ray.kill(handle, no_restart=False)`` comes back with the
-    last checkpoint's weights, step count and candidate pool. A non-primary replica
+    last checkpoint's weights, step count and candidate pool. A first start whose file
+    does not load (corrupt, foreign, another space) starts untrained instead and says why
+    in ``ready()["restore_error"]``; a restart raises, so it never serves untrained
+    weights in the middle of a search. A non-primary replica
     (``primary=False``) serves evaluations only: it refuses ``train`` and never writes the
     shared checkpoint file, from which it reloads when restarted.
 
@@ -104,18 +107,37 @@ class SupernetHostImpl:
             space, checkpoint_path=checkpoint_path, **trainer_options
         )
         self.restored = False
+        self.restore_error: str | None = None
         if checkpoint_path is not None and Path(checkpoint_path).is_file():
-            self.trainer.load(checkpoint_path)
-            self.restored = True
-            logger.info("supernet host restored step %d from %s", self.trainer.step,
-                        checkpoint_path)
+            try:
+                with warnings.catch_warnings():  # torch's notes on foreign pickle protocols
+                    warnings.simplefilter("ignore", UserWarning)
+                    self.trainer.load(checkpoint_path)
+            # Whatever the safe loader or the state dicts reject: the file is unusable.
+            except Exception as exc:
+                if _reconstructed():
+                    raise
+                self.restore_error = _one_line(exc)
+                logger.info("supernet checkpoint %s not loaded: %s", checkpoint_path,
+                            self.restore_error)
+                # A load that failed half-way may have changed weights or counters.
+                self.trainer = SupernetTrainer(
+                    space, checkpoint_path=checkpoint_path, **trainer_options
+                )
+            else:
+                self.restored = True
+                logger.info("supernet host restored step %d from %s", self.trainer.step,
+                            checkpoint_path)
 
     def ready(self) -> dict[str, Any]:
-        """Cheap ping: step, whether it started from a checkpoint, pid, Ray node id."""
+        """Cheap ping: step, whether it started from a checkpoint (or why not), pid, node."""
         from raynas.run.placement import current_node_id
 
-        return {"steps": self.trainer.step, "restored": self.restored, "pid": os.getpid(),
-                "primary": self.primary, "node_id": current_node_id()}
+        path = self.trainer.checkpoint_path
+        return {"steps": self.trainer.step, "restored": self.restored,
+                "restore_error": self.restore_error, "pid": os.getpid(),
+                "primary": self.primary, "node_id": current_node_id(),
+                "checkpoint_path": None if path is None else str(path)}
 
     def train(self, steps: int, *, checkpoint: bool = True) -> list[dict[str, float]]:
         """Train ``steps`` steps; then save to ``checkpoint_path`` (if set and ``checkpoint``)."""
@@ -235,6 +257,33 @@ class SupernetHostImpl:
             except Exception:  # used outside an actor
                 pass
         return out
+
+
+def _reconstructed() -> bool:
+    """Whether this actor is a restart of one that died (False outside an actor)."""
+    if not ray.is_initialized():
+        return False
+    try:
+        with warnings.catch_warnings():  # the property reads a deprecated actor_id
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    except Exception:  # not inside an actor
+        return False
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """Why a checkpoint did not load, in one line of at most ``limit`` characters."""
+    text = str(exc)
+    # torch's weights-only refusal opens with a paragraph about its defaults; the reason
+    # follows its "WeightsUnpickler error:" marker.
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        text = "rejected by torch's weights-only loader" + (f": {reason[0]}" if reason else "")
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_concurrency(concurrency: Any) -> int:

@@ -59,13 +59,13 @@ def trial_rows(
     for result in results:
         metrics = dict(result.metrics or {})
         config = dict(result.config or {})
-        try:
-            arch = space.from_config(config)
-        except ValueError:
-            # Tune created the trial but it never reported (a stop came first): Tune keeps
-            # no config for it, and nothing of it ran. Its MLflow run, if any, says KILLED.
+        if not config or (result.error is None and not metrics.get("training_iteration")):
+            # Tune stopped the trial before its first result (Ctrl-C or SIGTERM while it
+            # was pending, so its Result has no config, or mid-evaluation): it neither
+            # succeeded nor failed. Its MLflow run, if any, is KILLED; a resume goes on.
             logger.debug("trial %s never reported; left out of the trial table", result.path)
             continue
+        arch = space.from_config(config)
         trial_id = metrics.get("trial_id") or Path(result.path).name
         value = metrics.get(metric)
         ok = result.error is None and isinstance(value, (int, float)) and math.isfinite(value)

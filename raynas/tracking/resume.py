@@ -4,7 +4,8 @@ A search's parent run (``raynas.role=search``) holds the config, the searcher st
 checkpoints and, for supernet searches, the supernet checkpoint; its trial runs (nested
 directly, or under one searcher run per portfolio member) hold each architecture and its
 metrics. This module only reads them, except ``mark_interrupted``, and never unpickles
-anything: configs are YAML (``yaml.safe_load``), searcher states JSON.
+anything: configs are YAML (``yaml.safe_load``), searcher states JSON, and supernet
+checkpoints are only opened (with torch's weights-only loader) to pick the latest of several.
 
 Resuming, for one searcher (``label`` is its name, or a portfolio member's label)::
 
@@ -452,16 +453,37 @@ def _portfolio_members(state: Any, space: SearchSpace, labels: list[str]) -> dic
 def _supernet_checkpoint(
     client: MlflowClient, run_id: str, dest: Path, warnings: list[str]
 ) -> Path | None:
+    """The run's supernet checkpoint; of several (runs of older raynas), the latest step's."""
     found = sorted(
         a.path
         for a in client.list_artifacts(run_id)
         if not a.is_dir and a.path.endswith(SUPERNET_SUFFIX)
     )
-    if len(found) > 1:
-        warnings.append(
-            f"search run {run_id!r} has several supernet checkpoints; using {found[-1]}"
-        )
-    return _download(client, run_id, found[-1], dest) if found else None
+    local = [p for p in (_download(client, run_id, path, dest) for path in found) if p]
+    if len(local) <= 1:
+        return local[0] if local else None
+    steps = {path: checkpoint_step(path) for path in local}
+    best = max(local, key=lambda p: -1 if (step := steps[p]) is None else step)
+    why = "none is readable" if steps[best] is None else f"step {steps[best]}, the latest"
+    warnings.append(
+        f"search run {run_id!r} has {len(local)} supernet checkpoints; using {best.name} ({why})"
+    )
+    return best
+
+
+def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
+    """The training step a supernet checkpoint records; None if the safe loader rejects it."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it was not given
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        return int(state["step"])
+    except Exception:  # unreadable or foreign: ranked below every readable one
+        return None
 
 
 def _config_space(cfg: ExperimentConfig, parent: Run) -> SearchSpace:
@@ -646,6 +668,7 @@ __all__ = [
     "ResumeError",
     "ResumePlan",
     "check_state",
+    "checkpoint_step",
     "load_resume_plan",
     "load_trials",
     "load_warm_start",

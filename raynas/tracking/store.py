@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune.logger import LoggerCallback
 
+from raynas.run.config import check_writable
 from raynas.run.placement import RESULT_NODE_ID
 from raynas.tracking.spool import (
     TAG_LOCAL_ID,
@@ -72,6 +73,18 @@ def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
                 f"MLflow tracking server {uri!r} is unreachable ({exc}); start it or fix "
                 "tracking.uri / MLFLOW_TRACKING_URI"
             ) from None
+
+
+def check_store_writable(uri: str) -> None:
+    """``ConfigError`` naming the file when a sqlite store (or its folder) cannot be written.
+
+    Checked before anything starts: otherwise a read-only store shows up as minutes of
+    retried writes once the search runs. Nothing is created; other stores pass.
+    """
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :].partition("?")[0]
+        if path and path != ":memory:":
+            check_writable(path, "MLflow store", folder=False)
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -345,6 +358,7 @@ class TrialLogger(LoggerCallback):
         self.trial_runs: dict[str, str] = {}
         self.trial_nodes: dict[str, str] = {}  # trial id -> the Ray node id last tagged
         self._unlogged_params: dict[str, dict[str, Any]] = {}
+        self._ended: set[str] = set()  # trial ids whose run was closed
 
     def log_trial_start(self, trial: Trial) -> None:
         """Create the trial's child run with its architecture as tags and params."""
@@ -405,6 +419,19 @@ class TrialLogger(LoggerCallback):
             if params:  # a trial that failed before its first result
                 self.tracker.log_params(run_id, params)
             self.tracker.end(run_id, "FAILED" if failed else "FINISHED")
+            self._ended.add(trial.trial_id)
+
+    def end_open(self, status: str) -> int:
+        """Close the runs of trials Tune stopped without ending (a stopped search); how many."""
+        open_trials = [t for t in self.trial_runs if t not in self._ended]
+        for trial_id in open_trials:
+            run_id = self.trial_runs[trial_id]
+            params = self._unlogged_params.pop(trial_id, None)
+            if params:
+                self.tracker.log_params(run_id, params)
+            self.tracker.end(run_id, status)
+            self._ended.add(trial_id)
+        return len(open_trials)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         """Write what is still buffered, so ``trial_runs`` holds real MLflow run ids."""

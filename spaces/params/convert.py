@@ -57,13 +57,13 @@ def _walk(node: Mapping[Any, Any], path: Path, out: list[tuple[Path, ParamDecisi
     for key, value in node.items():
         if not isinstance(key, str) or not key:
             raise ValueError(
-                f"key {short(key)} under {flat_name(path) or 'the top level'!r} must be a "
+                f"key {short(key)} under {short(flat_name(path) or 'the top level')} must be a "
                 "non-empty string"
             )
         here = (*path, key)
         name = flat_name(here)
         if key == "grid_search":
-            raise ValueError(f"key {flat_name(path) or key!r}: {_UNSUPPORTED['grid_search']}; "
+            raise ValueError(f"key {short(flat_name(path) or key)}: {_UNSUPPORTED['grid_search']}; "
                              f"supported: {SUPPORTED}")
         decision = _domain(name, value)
         if decision is not None:
@@ -88,7 +88,7 @@ def _domain(name: str, value: Any) -> ParamDecision | None:
         if kind in DOMAINS:
             return _from_yaml(name, kind, args)
         if kind in _UNSUPPORTED:
-            raise ValueError(f"key {name!r}: {_UNSUPPORTED[kind]}; supported: {SUPPORTED}")
+            raise ValueError(f"key {short(name)}: {_UNSUPPORTED[kind]}; supported: {SUPPORTED}")
     return None
 
 
@@ -100,7 +100,7 @@ def _no_domain_inside(name: str, value: Any) -> None:
                 isinstance(item, Mapping) and any(_contains_domain(v) for v in item.values())
             ):
                 raise ValueError(
-                    f"key {name!r}: search domains inside lists are not supported; use a "
+                    f"key {short(name)}: search domains inside lists are not supported; use a "
                     f"nested dict; supported: {SUPPORTED}"
                 )
             _no_domain_inside(name, item)
@@ -125,26 +125,28 @@ def _from_yaml(name: str, kind: str, args: Any) -> ParamDecision:
         if isinstance(args, Mapping):
             args = args.get("categories")
         if not isinstance(args, Sequence) or isinstance(args, (str, bytes)):
-            raise ValueError(f"key {name!r}: choice needs a list of values, got {short(args)}")
+            raise ValueError(f"key {short(name)}: choice needs a list of values, got {short(args)}")
         if any(_contains_domain(c) for c in args):
             raise ValueError(
-                f"key {name!r}: a choice among sub-spaces is a conditional space, which is not "
-                f"supported; supported: {SUPPORTED}"
+                f"key {short(name)}: a choice among sub-spaces is a conditional space, which "
+                f"is not supported; supported: {SUPPORTED}"
             )
         return Categorical(name, list(args))
     quantised = kind.startswith("q")
     if isinstance(args, Mapping):
-        unknown = sorted(set(args) - {"lower", "upper", "q", "base"})
+        unknown = sorted(set(args) - {"lower", "upper", "q", "base"}, key=str)
         if unknown:
-            raise ValueError(f"key {name!r}: {kind} takes lower, upper and q, not {unknown[0]!r}")
+            raise ValueError(
+                f"key {short(name)}: {kind} takes lower, upper and q, not {short(unknown[0])}"
+            )
         args = [args.get("lower"), args.get("upper")] + ([args.get("q")] if quantised else [])
     if not isinstance(args, Sequence) or isinstance(args, (str, bytes)):
-        raise ValueError(f"key {name!r}: {kind} needs a list [lower, upper"
+        raise ValueError(f"key {short(name)}: {kind} needs a list [lower, upper"
                          f"{', q' if quantised else ''}], got {short(args)}")
     expected = 3 if quantised else 2
     allowed = {expected} | ({2} if kind == "qrandint" else set())
     if len(args) not in allowed:
-        raise ValueError(f"key {name!r}: {kind} needs {expected} values [lower, upper"
+        raise ValueError(f"key {short(name)}: {kind} needs {expected} values [lower, upper"
                          f"{', q' if quantised else ''}], got {short(args)}")
     lower, upper = args[0], args[1]
     q = args[2] if len(args) > 2 else (1 if kind == "qrandint" else None)
@@ -158,7 +160,9 @@ def _make(name: str, kind: str, lower: Any, upper: Any, q: Any) -> ParamDecision
     if "int" in kind:
         for label, v in (("lower", lower), ("upper", upper)):
             if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"key {name!r}: {kind} {label} must be an integer, got {short(v)}")
+                raise ValueError(
+                    f"key {short(name)}: {kind} {label} must be an integer, got {short(v)}"
+                )
         if q is None or q == 1:
             return Integer(name, lower, int(upper) - 1, log=log)
         return Integer(name, lower, upper, q=q, log=log)
@@ -185,16 +189,20 @@ def _from_tune(name: str, domain: Any) -> ParamDecision:
         q = sampler.q
         sampler = sampler.get_sampler()  # type: ignore[no-untyped-call]
     if isinstance(domain, sample.Function):
-        raise ValueError(f"key {name!r}: {_UNSUPPORTED['sample_from']}; supported: {SUPPORTED}")
+        raise ValueError(
+            f"key {short(name)}: {_UNSUPPORTED['sample_from']}; supported: {SUPPORTED}"
+        )
     if isinstance(sampler, sample.Grid):
-        raise ValueError(f"key {name!r}: {_UNSUPPORTED['grid_search']}; supported: {SUPPORTED}")
+        raise ValueError(
+            f"key {short(name)}: {_UNSUPPORTED['grid_search']}; supported: {SUPPORTED}"
+        )
     if isinstance(sampler, sample.Normal):
-        raise ValueError(f"key {name!r}: {_UNSUPPORTED['randn']}; supported: {SUPPORTED}")
+        raise ValueError(f"key {short(name)}: {_UNSUPPORTED['randn']}; supported: {SUPPORTED}")
     if isinstance(domain, sample.Categorical):
         if any(_contains_domain(c) for c in domain.categories):
             raise ValueError(
-                f"key {name!r}: a choice among sub-spaces is a conditional space, which is not "
-                f"supported; supported: {SUPPORTED}"
+                f"key {short(name)}: a choice among sub-spaces is a conditional space, which "
+                f"is not supported; supported: {SUPPORTED}"
             )
         return Categorical(name, list(domain.categories))
     log = isinstance(sampler, sample.LogUniform)
@@ -205,5 +213,6 @@ def _from_tune(name: str, domain: Any) -> ParamDecision:
         kind = ("q" if q is not None else "") + ("loguniform" if log else "uniform")
         return _make(name, kind, domain.lower, domain.upper, q)
     raise ValueError(
-        f"key {name!r}: unsupported Tune domain {type(domain).__name__}; supported: {SUPPORTED}"
+        f"key {short(name)}: unsupported Tune domain {type(domain).__name__}; "
+        f"supported: {SUPPORTED}"
     )

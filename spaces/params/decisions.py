@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
@@ -29,8 +30,15 @@ _MAX_VALUES_SHOWN = 8
 
 
 def short(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for error messages."""
-    text = repr(value)
+    """``repr(value)`` in at most ``limit`` characters, computed in bounded time (for errors).
+
+    A copy of ``raynas.run.config.short`` (spaces import nothing of raynas): nested values
+    are cut by depth and length before they are printed, so a YAML alias bomb stays cheap.
+    """
+    cut = reprlib.Repr()
+    cut.maxlevel, cut.maxlist, cut.maxtuple, cut.maxdict, cut.maxset = 3, 6, 6, 4, 6
+    cut.maxlong, cut.maxother, cut.maxstring = 60, 100, max(limit, 10)
+    text = cut.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raynas.cli.main import main
-from raynas.run.config import ConfigError, parse_config
+from raynas.run.config import Component, ConfigError, parse_config
 from raynas.run.schedulers import create_scheduler
 from raynas.tracking.store import TAG_ROLE, TAG_SEARCHER
 from searchers.random_search import RandomSearch
@@ -126,10 +126,11 @@ def test_scheduler_config_errors_name_the_field() -> None:
     with pytest.raises(ConfigError, match="scheduler.name"):
         parse_config({"space": "nb201", "searcher": "random", "evaluator": "tabular",
                       "scheduler": "pbt"})
-    cfg = parse_config({"space": "nb201", "searcher": "random", "evaluator": "tabular",
-                        "scheduler": {"name": "asha", "grace": 3}})
+    with pytest.raises(ConfigError, match="scheduler.grace"):  # when parsing, not at the run
+        parse_config({"space": "nb201", "searcher": "random", "evaluator": "tabular",
+                      "scheduler": {"name": "asha", "grace": 3}})
     with pytest.raises(ConfigError, match="scheduler.grace"):
-        create_scheduler(cfg.scheduler)
+        create_scheduler(Component("asha", {"grace": 3}))
     assert create_scheduler(None) is None
 
 

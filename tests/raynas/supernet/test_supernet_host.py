@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -160,3 +162,46 @@ def test_supernet_evaluator_setup_then_evaluate_in_a_task(
         ev.teardown()
     with pytest.raises(RuntimeError, match="setup"):
         ev.evaluate(archs[0])
+
+
+def test_evaluator_of_a_search_logs_every_chunk_and_a_second_driver_continues(
+    ray_session: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Host and checkpoint are named after the search; a restored copy is continued."""
+    from raynas.tracking.resume import checkpoint_step
+
+    space = create_space(**SPEC)
+    search = uuid.uuid4().hex
+    options = {"train_steps": 20, "chunk_steps": 8, "num_cpus": HOST_CPUS, "num_threads": 1,
+               "batch_size": 32}
+    uploaded: list[Path] = []  # what a store would hold after each upload
+
+    def log_artifact(path: str) -> None:
+        uploaded.append(tmp_path / "store" / f"{len(uploaded)}.pt")
+        uploaded[-1].parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, uploaded[-1])
+
+    first = SupernetEvaluator(space, **options)
+    first.setup(checkpoint_dir=str(tmp_path / "a"), search_id=search, log_artifact=log_artifact)
+    first.teardown()
+    assert first.host_name == f"raynas-supernet-{search}"
+    assert Path(str(first.checkpoint_path)).name == f"raynas-supernet-{search}.pt"
+    assert [checkpoint_step(p) for p in uploaded] == [8, 16, 20]  # one upload per chunk
+
+    steps: list[int] = []
+    second = SupernetEvaluator(space, **options)  # a driver killed after the second chunk
+    second.setup(log_metrics=lambda m, s: steps.append(s), checkpoint_dir=str(tmp_path / "b"),
+                 search_id=search, restore_from=str(uploaded[1]))
+    second.teardown()
+    assert steps == [17, 18, 19, 20]
+
+    corrupt = tmp_path / f"raynas-supernet-{search}.pt"
+    corrupt.write_bytes(uploaded[1].read_bytes()[:500])  # a truncated upload
+    steps.clear()
+    third = SupernetEvaluator(space, **options)
+    third.setup(log_metrics=lambda m, s: steps.append(s), checkpoint_dir=str(tmp_path / "c"),
+                search_id=search, restore_from=str(corrupt))
+    third.teardown()
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(corrupt) in warning.getMessage() and "\n" not in warning.getMessage()
+    assert steps == list(range(1, 21)) and checkpoint_step(str(third.checkpoint_path)) == 20

@@ -351,6 +351,25 @@ def test_the_supernet_checkpoint_is_downloaded_not_loaded(store: Store, tmp_path
     assert plan.supernet_checkpoint is None and not (tmp_path / "dl2" / weights.name).exists()
 
 
+def test_of_several_supernet_checkpoints_the_latest_step_wins(
+    store: Store, tmp_path: Path
+) -> None:
+    """Runs of older raynas hold one checkpoint per driver, under random names."""
+    import torch
+
+    sim = simulate(store, completions=5, checkpoint_at=())
+    saved = {"raynas-supernet-0aaaaaaaaa.pt": 800, "raynas-supernet-ffffffffff.pt": 100}
+    for name, step in saved.items():  # name order would pick the older one
+        torch.save({"format": 1, "step": step}, tmp_path / name)
+        store.client.log_artifact(sim.parent, str(tmp_path / name))
+    (tmp_path / "raynas-supernet-zzzzzzzzzz.pt").write_bytes(b"\x80\x04not a checkpoint")
+    store.client.log_artifact(sim.parent, str(tmp_path / "raynas-supernet-zzzzzzzzzz.pt"))
+    plan = load_resume_plan(store.uri, sim.parent, dest_dir=tmp_path / "dl")
+    assert plan.supernet_checkpoint == tmp_path / "dl" / "raynas-supernet-0aaaaaaaaa.pt"
+    (warning,) = [w for w in plan.warnings if "supernet checkpoints" in w]
+    assert "3 supernet checkpoints" in warning and "step 800" in warning
+
+
 def test_a_recorded_trial_index_orders_the_trials(store: Store) -> None:
     parent = store.search_run(_config())
     rng = np.random.default_rng(3)
