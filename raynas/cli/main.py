@@ -112,11 +112,18 @@ def _flag_or_env_uri(args: argparse.Namespace) -> str:
     return f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
-def _one_line(exc: BaseException, limit: int = 380) -> str:
-    """An error as one bounded line (a library's message may span lines or quote a lot)."""
+def _one_line(exc: BaseException, limit: int = 800) -> str:
+    """An error as one bounded line (a library's message may span lines or quote a lot).
+
+    A long line loses its middle, not its end: raynas's own errors end with the command
+    to run next (``raynas resume ... --spool ...``).
+    """
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
     text = text or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def _common_run_options(p: argparse.ArgumentParser) -> None:

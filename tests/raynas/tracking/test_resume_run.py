@@ -1,4 +1,4 @@
-"""`raynas resume` after a real SIGKILL of the driver, portfolio resume, and warm start."""
+"""`raynas resume` after a SIGKILL, Ctrl-C or SIGTERM of the driver; portfolios; warm start."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from raynas.cli.main import main
 from raynas.tracking.store import TAG_CANONICAL
 
+from .._procs import kill_run
 from .._store import runs, search_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.data]
@@ -44,14 +45,14 @@ def _config(tmp_path: Path, nb201_dir: Path, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def driver(tmp_path: Path):
-    """Start `raynas run` in its own process group; kill the group (Ray included) at the end."""
+    """Start `raynas run` in its own process group; kill it and its Ray node at the end."""
     procs: list[subprocess.Popen] = []
 
-    def start(config: dict[str, Any]) -> subprocess.Popen:
+    def start(config: dict[str, Any], **extra_env: str) -> subprocess.Popen:
         path = tmp_path / "search.yaml"
         path.write_text(yaml.safe_dump(config))
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-               "MLFLOW_TRACKING_URI": config["tracking"]["uri"]}
+               "MLFLOW_TRACKING_URI": config["tracking"]["uri"], **extra_env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "raynas.cli", "run", str(path)], cwd=tmp_path, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
@@ -61,25 +62,34 @@ def driver(tmp_path: Path):
 
     yield start
     for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=30)
+        kill_run(proc)
+
+
+class _Output(list[str]):
+    """The lines a process writes, read by a thread as they come; ``text()`` waits for its end."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        super().__init__()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            self.append(raw.decode(errors="replace"))
+
+    def text(self) -> str:
+        """All of it, once the process closed its output."""
+        self._thread.join(timeout=120)  # bounds a hang only: the writer has exited
+        assert not self._thread.is_alive(), "the process's output stayed open"
+        return "".join(self)
 
 
 def _wait_for_finished(
     uri: str, count: int, proc: subprocess.Popen, timeout: float
-) -> list[str]:
+) -> _Output:
     """Poll MLflow until ``count`` trial runs finished (after the driver created the store)."""
-    lines: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            lines.append(raw.decode(errors="replace"))
-
-    threading.Thread(target=read, daemon=True).start()
+    lines = _Output(proc)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "".join(lines)[-3000:]
@@ -160,10 +170,40 @@ def test_resume_of_a_finished_run_says_nothing_to_do(tmp_path, nb201_dir, ray_se
     assert "0123abcd" in capsys.readouterr().err
 
 
+@pytest.fixture
+def cpu_load():
+    """A process burning a CPU (a loaded machine); ``stop()`` ends it, by pid."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+
+    class Load:
+        def stop(self) -> None:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    load = Load()
+    yield load
+    load.stop()
+
+
+def _stopped_cleanly(uri: str, out: str) -> Any:
+    """The stopped search's parent run, after checking what a stop must leave behind."""
+    parent = search_run(uri)
+    assert parent.info.status == "KILLED"
+    assert f"continue with: raynas resume {parent.info.run_id} --tracking-uri {uri}" in out
+    for noise in ("SIGTERM received", "logging.cc", "PC: @", "Traceback", "Tuner.restore"):
+        assert noise not in out, out[-3000:]
+    # trials Tune stopped are KILLED, none left RUNNING; an interrupted trial is no failure
+    assert {r.info.status for r in runs(uri, "trial")} <= {"FINISHED", "KILLED"}
+    assert parent.data.metrics["num_failed"] == 0
+    return parent
+
+
 @pytest.mark.slow
 def test_ctrl_c_then_resume_continues_each_portfolio_member(tmp_path, nb201_dir, driver,
-                                                            ray_session, capsys) -> None:
-    config = _config(tmp_path, nb201_dir, budget={"concurrency": 2})
+                                                            ray_session, cpu_load,
+                                                            capsys) -> None:
+    config = _config(tmp_path, nb201_dir, budget={"concurrency": 4})
     config.pop("searcher")
     config["searchers"] = [
         {"name": "regularized_evolution", "trials": 12, "label": "evo", "population_size": 4},
@@ -171,12 +211,16 @@ def test_ctrl_c_then_resume_continues_each_portfolio_member(tmp_path, nb201_dir,
     ]
     config["tracking"]["checkpoint_every"] = 3
     uri = config["tracking"]["uri"]
-    proc = driver(config)
+    # Two CPUs for four concurrent trials: two trials always wait, never started, as on the
+    # loaded machine where Ctrl-C once exited 2 (`config for space 'nb201' lacks key 'op/0'`).
+    proc = driver(config, RAY_OVERRIDE_RESOURCES='{"CPU": 2}')
     lines = _wait_for_finished(uri, 7, proc, timeout=240)
     proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune stops its trials, raynas records KILLED
-    assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
-    parent = search_run(uri)
-    assert parent.info.status == "KILLED"
+    code = proc.wait(timeout=120)
+    cpu_load.stop()
+    out = lines.text()
+    assert code == 130, out[-3000:]
+    parent = _stopped_cleanly(uri, out)
     finished_before = sum(r.info.status == "FINISHED" for r in runs(uri, "trial"))
     assert finished_before < 22
     assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
@@ -185,6 +229,30 @@ def test_ctrl_c_then_resume_continues_each_portfolio_member(tmp_path, nb201_dir,
     finished = [r for r in runs(uri, "trial") if r.info.status == "FINISHED"]
     assert Counter(r.data.tags["raynas.searcher"] for r in finished) == {"evo": 12, "random": 10}
     assert max(Counter(r.data.tags[TAG_CANONICAL] for r in finished).values()) == 1
+    assert search_run(uri).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_sigterm_stops_as_ctrl_c_does_then_resume_completes(tmp_path, nb201_dir, driver,
+                                                             ray_session, capsys) -> None:
+    config = _config(tmp_path, nb201_dir, budget={"trials": 16, "concurrency": 2})
+    uri = config["tracking"]["uri"]
+    proc = driver(config)
+    lines = _wait_for_finished(uri, 4, proc, timeout=240)
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` sends it: to the whole process group
+    code = proc.wait(timeout=120)
+    out = lines.text()
+    assert code == 143, out[-3000:]
+    parent = _stopped_cleanly(uri, out)
+    finished_before = {r.data.tags[TAG_CANONICAL] for r in runs(uri, "trial")
+                       if r.info.status == "FINISHED"}
+    assert 4 <= len(finished_before) < 16
+    capsys.readouterr()
+    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
+    finished = [r for r in runs(uri, "trial") if r.info.status == "FINISHED"]
+    canon = Counter(r.data.tags[TAG_CANONICAL] for r in finished)
+    assert len(canon) == 16 and max(canon.values()) == 1  # the budget, nothing twice
+    assert finished_before <= set(canon)
     assert search_run(uri).info.status == "FINISHED"
 
 
