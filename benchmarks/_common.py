@@ -55,9 +55,23 @@ def machine_description() -> str:
     )
 
 
-def write_results(path: Path, figures: Mapping[str, float | int], *, machine: str) -> None:
-    """Write a flat JSON object: figure name -> finite number, plus the ``machine`` string."""
+def write_results(
+    path: Path,
+    figures: Mapping[str, float | int],
+    *,
+    machine: str,
+    labels: Mapping[str, str] | None = None,
+) -> None:
+    """Write a flat JSON object: figure name -> finite number, ``machine`` and ``labels``.
+
+    ``labels`` are text fields (e.g. ``{"data": "cifar10"}``); their names must not be
+    figure names.
+    """
     out: dict[str, float | int | str] = {}
+    for name, text in (labels or {}).items():
+        if name in figures or name == "machine" or not isinstance(text, str):
+            raise ValueError(f"label {name!r} must be a string not named like a figure")
+        out[name] = text
     for name, value in figures.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"figure {name!r} must be a number, got {value!r}")
