@@ -226,7 +226,7 @@ class NASSearch(Searcher):
     def add_evaluated_point(
         self,
         parameters: dict[str, Any],
-        value: float,
+        value: float | Mapping[str, Any],
         error: bool = False,
         pruned: bool = False,
         intermediate_values: list[float] | None = None,

@@ -21,8 +21,11 @@ SEARCHER_IMPORT: dict[str, str] = {
     "greedynas": "searchers.greedynas:GreedyNASSearch",
     "nsga2": "searchers.nsga2:NSGA2Search",
     "genetic": "searchers.genetic:GeneticSearch",
+    "predictor": "searchers.predictor:PredictorSearch",
+    "zero_cost_warm_start": "searchers.warm_start:ZeroCostWarmStart",
 }
-ALIASES: dict[str, str] = {"rea": "regularized_evolution", "evolution": "regularized_evolution"}
+ALIASES: dict[str, str] = {"rea": "regularized_evolution", "evolution": "regularized_evolution",
+                           "bananas": "predictor"}
 ENTRY_POINT_GROUP = "raynas.searchers"
 
 

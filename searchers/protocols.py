@@ -26,7 +26,7 @@ import numpy as np
 
 from spaces import Arch
 
-__all__ = ["CandidateFn", "CandidateSource", "Evaluator", "Predictor"]
+__all__ = ["CandidateFn", "CandidateSource", "Evaluator", "Predictor", "Scorer"]
 
 
 @runtime_checkable
@@ -62,4 +62,22 @@ class Predictor(Protocol):
 
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Array of shape ``(len(archs),)`` (or ``(len(archs), n_outputs)``), in order."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Zero-cost proxies of architectures: ``scorer(archs)`` -> shape ``(len(archs), k)``.
+
+    One column per name in ``names``, higher is better in each (NaN where a proxy failed);
+    ``seconds`` is the compute charged so far, so searches report what screening cost.
+    raynas's ``ProxyScorer`` (networks at initialisation) and ``TableScorer`` (a Parquet
+    table of precomputed scores) provide it.
+    """
+
+    names: Sequence[str]
+    seconds: float
+
+    def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Scores of ``archs``, one row each, in order."""
         ...

@@ -306,6 +306,16 @@ class SearchSpace(ABC):
         """Index vectors of many string forms at once, or None to ``encode`` them one by one."""
         return None
 
+    def input_resolution(self) -> int | None:
+        """Side of the square images ``build_network``'s networks are shaped for, or None.
+
+        The default reads a positive integer ``resolution`` of ``describe()["options"]``.
+        """
+        value = self.describe().get("options", {}).get("resolution")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            return None
+        return int(value)
+
     def latency_layout(self) -> LatencyLayout:
         """The layers a latency lookup table times, and how an architecture is made of them."""
         raise NotImplementedError(f"space {self.name!r} has no latency_layout")

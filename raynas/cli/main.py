@@ -12,6 +12,7 @@ from pathlib import Path
 from raynas import __version__
 from raynas.cli.latency import add_latency_parser, run_latency
 from raynas.cli.submit import add_submit_parser, run_submit
+from raynas.cli.zero_cost import add_zero_cost_parser, run_zero_cost
 from raynas.run.stop import interrupted_exit_code, stop_signals
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("searchers", help="list the available searchers")
     add_latency_parser(sub)
     add_submit_parser(sub)
+    add_zero_cost_parser(sub)
     return parser
 
 
@@ -282,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_latency(args)
         if args.command == "submit":
             return run_submit(args)
+        if args.command == "zero-cost":
+            return run_zero_cost(args)
         if args.command == "report":
             return _report(args)
         with stop_signals():  # SIGTERM stops a search as Ctrl-C does

@@ -528,12 +528,14 @@ EVALUATORS: dict[str, str] = {
     "tabular": "raynas.evaluators:TabularEvaluator",
     "supernet": "raynas.supernet.evaluator:SupernetEvaluator",
     "latency": "raynas.latency.evaluator:LatencyEvaluator",
+    "zero_cost": "raynas.zero_cost.evaluator:ZeroCostEvaluator",
 }
 
 
 def create_evaluator(name: str, space: SearchSpace, **options: Any) -> Evaluator:
     """Build evaluator ``name``: a bundled one (``training``, ``tabular``, ``supernet``,
-    ``latency``), a ``raynas.evaluators`` entry point, or your ``package.module:function``.
+    ``latency``, ``zero_cost``), a ``raynas.evaluators`` entry point, or your
+    ``package.module:function``.
 
     A function (or an entry point naming one) becomes a ``FunctionEvaluator`` called as
     ``fn(config, report, **options)``; an entry point naming an ``Evaluator`` subclass is

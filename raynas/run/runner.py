@@ -159,6 +159,11 @@ def _make_searcher(
     source = getattr(evaluator, "candidate_source", None)
     if source is not None and "candidate_source" in _keyword_options(name):
         options.setdefault("candidate_source", source())
+    if "zero_cost" in options or "warm_start" in options:
+        from raynas.zero_cost.wiring import apply_zero_cost
+
+        name, options = apply_zero_cost(name, options, space, where,
+                                        "scorer" in _keyword_options(name))
     try:
         return create_searcher(name, space, **options)
     except (TypeError, ValueError) as exc:

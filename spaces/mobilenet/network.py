@@ -73,7 +73,10 @@ class MobileNetNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(head_width, num_classes)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map before global pooling (what Zen-NAS scores)."""
+        return self.head(self.blocks(self.stem(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of images ``(N, C, H, W)``."""
-        x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(torch.flatten(self.pool(x), 1))
+        return self.classifier(torch.flatten(self.pool(self.forward_features(x)), 1))

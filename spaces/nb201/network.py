@@ -134,7 +134,10 @@ class NB201Network(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(width, num_classes)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map before global pooling (what Zen-NAS scores)."""
+        return self.lastact(self.cells(self.stem(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of images ``(N, C, H, W)``."""
-        x = self.lastact(self.cells(self.stem(x)))
-        return self.classifier(torch.flatten(self.pool(x), 1))
+        return self.classifier(torch.flatten(self.pool(self.forward_features(x)), 1))
