@@ -121,8 +121,9 @@ def test_training_option_errors(space: NB201Space, tmp_path: Path) -> None:
 
 def test_create_evaluator(space: NB201Space) -> None:
     assert isinstance(create_evaluator("training", space, epochs=1), TrainingEvaluator)
-    with pytest.raises(ValueError, match="unknown evaluator 'zero_cost'.*tabular, training"):
-        create_evaluator("zero_cost", space)
+    with pytest.raises(ValueError,
+                       match="unknown evaluator 'zero_shot'.*tabular, training, zero_cost"):
+        create_evaluator("zero_shot", space)
 
 
 # --------------------------------------------------------------------------- tabular
