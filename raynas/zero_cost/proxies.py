@@ -78,7 +78,7 @@ def synflow(net: nn.Module, *, input_shape: Sequence[int], device: torch.device,
     """Sum over conv/linear weights of |w * dR/dw|, R the summed output of the |w| network.
 
     As NASLib: batch norm is skipped, every parameter and buffer made positive, and one
-    all-ones input passed in float64 (the products along paths overflow float32).
+    all-ones input passed in float64 (products along deep paths can overflow float32).
     """
     for m in net.modules():
         if isinstance(m, _BATCHNORMS):
