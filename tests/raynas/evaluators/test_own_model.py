@@ -3,7 +3,8 @@
 The example package examples/own_model (a small torch CNN on scikit-learn's digits) is put on
 PYTHONPATH, as a `pip install -e` would, and searched with `raynas run`; the run is stopped
 with Ctrl-C (SIGINT) part-way and finished with `raynas resume`, each in its own process, as
-a user would.
+a user would. Its trials go through ``tests.raynas._gate``, which holds all but the first
+three until the stop has reached Tune, so the stop always lands before the budget is spent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import yaml
 
 from raynas.tracking.store import TAG_ARCH, TAG_CANONICAL
 
+from .. import _gate
 from .._store import runs, search_run
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -32,11 +34,18 @@ REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "own_model"
 
 
+BUDGET = 8
+FREE = 3  # trials that run before the stop; the others wait at the gate until it landed
+
+
 def _config(tmp_path: Path) -> dict[str, Any]:
     config = yaml.safe_load((EXAMPLE / "search.yaml").read_text())
     config["space"]["params"].update({"epochs": 2, "width": {"choice": [4, 8]}})
-    # trials take ~0.1 s: a budget a stop cannot outrun (Tune ends trials in flight first)
-    config["budget"] = {"trials": 30, "concurrency": 2}
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    config["evaluator"] = {"name": "tests.raynas._gate:evaluate", "target": config["evaluator"],
+                           "gate_dir": str(gate), "free": FREE}
+    config["budget"] = {"trials": BUDGET, "concurrency": 2}
     config["scheduler"].update({"max_t": 2, "grace_period": 1})
     config["tracking"] = {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "own",
                           "checkpoint_every": 2}
@@ -70,20 +79,29 @@ def test_own_model_run_stopped_and_resumed(tmp_path: Path) -> None:
     uri = config["tracking"]["uri"]
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config))
+    gate = tmp_path / "gate"
+    _gate.hold(gate)
     proc = _raynas(["run", str(path)], tmp_path, uri)
     try:
         lines = _collect(proc)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # until 3 trials finished (read from the store)
+        deadline = time.monotonic() + 240  # bounds a hang only
+        while time.monotonic() < deadline:  # until the free trials finished (in the store)
             assert proc.poll() is None, "".join(lines)[-3000:]
             if any(line.startswith("raynas: searching") for line in lines) and sum(
                 r.info.status == "FINISHED" for r in runs(uri, "trial")
-            ) >= 3:
+            ) >= FREE:
                 break
             time.sleep(0.1)
         else:
             raise AssertionError("".join(lines)[-3000:])
         proc.send_signal(signal.SIGINT)
+        # Tune says when its loop took the signal; from then on it starts no trial, and the
+        # held ones, let go, end their current step, so Tune's stop reaches them at once.
+        while not any("Stop signal received" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.05)
+        _gate.release(gate)
         assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
     finally:
         if proc.poll() is None:
@@ -99,7 +117,7 @@ def test_own_model_run_stopped_and_resumed(tmp_path: Path) -> None:
 
     finished = [r for r in runs(uri, "trial") if r.info.status == "FINISHED"]
     canon = Counter(r.data.tags[TAG_CANONICAL] for r in finished)
-    assert len(canon) == 30 and max(canon.values()) == 1
+    assert len(canon) == BUDGET and max(canon.values()) == 1
     some = finished[0]
     # the trial run carries the nested config flat, constants included, and per-epoch results
     assert some.data.params["epochs"] == "2" and some.data.params["batch_size"] == "64"
@@ -107,7 +125,7 @@ def test_own_model_run_stopped_and_resumed(tmp_path: Path) -> None:
     assert set(arch) == {"depth", "width", "kernel", "lr"}
     assert "val_acc" in some.data.metrics and "train_loss" in some.data.metrics
     parent = search_run(uri)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["num_trials"] == 30
+    assert parent.info.status == "FINISHED" and parent.data.metrics["num_trials"] == BUDGET
     assert 0 < parent.data.metrics["best_val_acc"] <= 100
 
 

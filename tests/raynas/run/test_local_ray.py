@@ -17,13 +17,16 @@ from .._store import write_config
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 # A trial that says it started and then waits: the run is certainly up while it is looked at.
+# It reports while it waits: Tune's stop reaches a trial's actor between two results, and one
+# that never reports is killed only after Tune's fixed 10 s grace.
 HOLD = '''
 import pathlib, time
 
-def evaluate(config):
+def evaluate(config, report):
     pathlib.Path({marker!r}).touch()
     while True:
-        time.sleep(0.1)
+        report({{"score": 0.0}})
+        time.sleep(0.25)
 '''
 
 

@@ -89,19 +89,21 @@ def test_killed_trial_worker_is_retried(tmp_path, nb201_dir, ray_session) -> Non
 
 def test_raising_trials_are_retried_then_recorded(tmp_path, nb201_dir, ray_session,
                                                   capsys) -> None:
-    # A table that lacks most architectures: their trials raise "not in table".
+    # A table that lacks most architectures: their trials raise "not in table". Seed 4's
+    # first two suggestions are rows 4060 and 11165 of the full table: one in, one out (each
+    # failed attempt costs a new trial actor, seconds on a loaded machine).
     with open(nb201_dir / "cifar10.csv") as f:
         rows = list(csv.reader(f))
     small = tmp_path / "cifar10.csv"
     with open(small, "w", newline="") as f:
-        csv.writer(f).writerows(rows[: 1 + 3000])
+        csv.writer(f).writerows(rows[: 1 + 6000])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = {
         "name": "raise",
         "space": "nb201",
         "searcher": "random",
         "evaluator": {"name": "tabular", "table_path": str(small)},
-        "budget": {"trials": 12, "concurrency": 2, "max_failures": 1},
+        "budget": {"trials": 2, "concurrency": 2, "max_failures": 1},
         "seed": 4,
         "tracking": {"uri": uri},
         "output_dir": str(tmp_path / "out"),
@@ -110,7 +112,7 @@ def test_raising_trials_are_retried_then_recorded(tmp_path, nb201_dir, ray_sessi
     assert "ERROR" in capsys.readouterr().out
     table = pq.read_table(next((tmp_path / "out").rglob("trials.parquet"))).to_pylist()
     status = Counter(r["status"] for r in table)
-    assert status["ERROR"] > 0 and status["OK"] > 0 and len(table) == 12
+    assert status["ERROR"] > 0 and status["OK"] > 0 and len(table) == 2
     assert all("is not in table" in r["error"] for r in table if r["status"] == "ERROR")
     runs = store_runs(uri, "trial")
     assert Counter(r.info.status for r in runs) == {"FINISHED": status["OK"],

@@ -3,13 +3,15 @@
 Each search runs as a user runs it (``python -m raynas.cli run``, its own process group, its
 own local Ray), is SIGKILLed at an event read from the MLflow store, and is resumed here
 (``raynas resume`` in this process, on the session's Ray). Steps are counted from the
-store's ``supernet/loss`` history, never from the processes' output.
+store's ``supernet/loss`` history, never from the processes' output. The search killed after
+training runs once per module; each test that resumes it gets a fresh copy.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from .._store import runs, search_run
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 LOSS = "supernet/loss"
+TRIALS = 20  # of the trained search; trials take ~0.1 s each
 EVALUATOR_LOG = "raynas.supernet.evaluator"
 
 
@@ -49,46 +52,89 @@ def _config(tmp_path: Path, *, train_steps: int, trials: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def killed(tmp_path: Path) -> Iterator[Callable[[dict[str, Any], Callable[[str], bool]], str]]:
-    """Run `raynas run` in its own process group; SIGKILL the group once ``event(uri)``."""
-    procs: list[subprocess.Popen[bytes]] = []
+def _run_until(
+    folder: Path, config: dict[str, Any], event: Callable[[str], bool],
+    procs: list[subprocess.Popen[bytes]],
+) -> str:
+    """Run `raynas run` in its own process group in ``folder``; SIGKILL the group at ``event``."""
+    path = folder / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    uri = config["tracking"]["uri"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raynas.cli", "run", str(path)], cwd=folder, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    procs.append(proc)
+    lines: list[str] = []
 
-    def run_until(config: dict[str, Any], event: Callable[[str], bool]) -> str:
-        path = tmp_path / "search.yaml"
-        path.write_text(yaml.safe_dump(config))
-        uri = config["tracking"]["uri"]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "raynas.cli", "run", str(path)], cwd=tmp_path, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        procs.append(proc)
-        lines: list[str] = []
+    def read() -> None:
+        assert proc.stdout is not None
+        lines.extend(raw.decode(errors="replace") for raw in proc.stdout)
 
-        def read() -> None:
-            assert proc.stdout is not None
-            lines.extend(raw.decode(errors="replace") for raw in proc.stdout)
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 300  # bounds a hang only
+    # The driver's first line is printed once its parent run exists (and the store's
+    # tables: a second process creating them would race the driver's migrations).
+    while not (any(x.startswith("raynas: searching") for x in lines) and event(uri)):
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        assert time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    return str(search_run(uri).info.run_id)
 
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + 300
-        # The driver's first line is printed once its parent run exists (and the store's
-        # tables: a second process creating them would race the driver's migrations).
-        while not (any(x.startswith("raynas: searching") for x in lines) and event(uri)):
-            assert proc.poll() is None, "".join(lines)[-3000:]
-            assert time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        return str(search_run(uri).info.run_id)
 
-    yield run_until
+def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait(timeout=60)
+
+
+@pytest.fixture
+def killed(tmp_path: Path) -> Iterator[Callable[[dict[str, Any], Callable[[str], bool]], str]]:
+    """Run `raynas run` in its own process group; SIGKILL the group once ``event(uri)``."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield lambda config, event: _run_until(tmp_path, config, event, procs)
+    _kill_all(procs)
+
+
+@pytest.fixture(scope="module")
+def _trained_once(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, str]]:
+    """One search SIGKILLed in its search phase, its supernet trained: (live, template, run id).
+
+    Its folder is kept as a template for the tests that use it (``trained``).
+    """
+    base = tmp_path_factory.mktemp("trained")
+    live, template = base / "live", base / "template"
+    live.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        config = _config(live, train_steps=30, trials=TRIALS)
+        run_id = _run_until(live, config, _trials_finished(2), procs)
+    finally:
+        _kill_all(procs)
+    shutil.copytree(live, template)
+    yield live, template, run_id
+
+
+@pytest.fixture
+def trained(_trained_once: tuple[Path, Path, str], tmp_path: Path) -> tuple[str, str]:
+    """A fresh copy of the killed search with a trained supernet: (tracking uri, run id).
+
+    Artifacts and output folder go back to the absolute paths the store records; the store
+    itself is copied to a file of this test (MLflow keeps its connections per store path,
+    so a file replaced under them would read as read-only). No test sees another's changes.
+    """
+    live, template, run_id = _trained_once
+    shutil.rmtree(live)
+    shutil.copytree(template, live, ignore=shutil.ignore_patterns("mlflow.db*"))
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(template / "mlflow.db", db)
+    return f"sqlite:///{db}", run_id
 
 
 def _checkpoints(uri: str, run_id: str) -> list[str]:
@@ -124,11 +170,9 @@ def _stored_step(uri: str, run_id: str, dest: Path) -> int | None:
 
 
 def test_resume_after_training_retrains_and_relogs_nothing(
-    tmp_path: Path, killed: Any, ray_session: None, caplog: pytest.LogCaptureFixture
+    trained: tuple[str, str], ray_session: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = _config(tmp_path, train_steps=30, trials=50)  # trials take ~0.1 s each
-    uri = config["tracking"]["uri"]
-    run_id = killed(config, _trials_finished(2))  # killed in the search, training done
+    uri, run_id = trained  # killed in the search, training done
     assert search_run(uri).info.status == "RUNNING"
     assert _loss_steps(uri, run_id) == list(range(1, 31))
     assert _checkpoints(uri, run_id) == [f"raynas-supernet-{run_id}.pt"]
@@ -141,17 +185,19 @@ def test_resume_after_training_retrains_and_relogs_nothing(
     assert len(continued) == 1 and "continuing from step 30 " in continued[0]  # none retrained
     assert _checkpoints(uri, run_id) == [f"raynas-supernet-{run_id}.pt"]  # overwritten
     assert search_run(uri).info.status == "FINISHED"
-    assert sum(r.info.status == "FINISHED" for r in runs(uri, "trial")) == 50
+    assert sum(r.info.status == "FINISHED" for r in runs(uri, "trial")) == TRIALS
 
 
 def test_kill_during_training_resumes_from_the_last_logged_chunk(
     tmp_path: Path, killed: Any, ray_session: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = _config(tmp_path, train_steps=300, trials=3)
+    # ~35 ms a step on a loaded 2-core machine: the kill lands seconds before the end
+    steps = 150
+    config = _config(tmp_path, train_steps=steps, trials=3)
     uri = config["tracking"]["uri"]
     run_id = killed(config, _checkpoint_logged)  # the first chunk's checkpoint is in MLflow
     logged = _loss_steps(uri, run_id)
-    assert logged == list(range(1, len(logged) + 1)) and len(logged) < 300  # mid-training
+    assert logged == list(range(1, len(logged) + 1)) and len(logged) < steps  # mid-training
     at_kill = _stored_step(uri, run_id, tmp_path / "dl")
     assert at_kill is not None and 10 <= at_kill <= len(logged) and at_kill % 10 == 0
 
@@ -159,18 +205,17 @@ def test_kill_during_training_resumes_from_the_last_logged_chunk(
     started = _resume(uri, run_id)
     continued = [r.getMessage() for r in caplog.records if "continuing from step" in r.getMessage()]
     assert len(continued) == 1 and f"continuing from step {at_kill} " in continued[0]
-    assert _loss_steps(uri, run_id) == list(range(1, 301))  # every step once
+    assert _loss_steps(uri, run_id) == list(range(1, steps + 1))  # every step once
     # Steps the killed driver logged after its last checkpoint were trained again, not logged.
-    assert _loss_steps(uri, run_id, since_ms=started) == list(range(len(logged) + 1, 301))
-    assert _stored_step(uri, run_id, tmp_path / "dl2") == 300
+    assert _loss_steps(uri, run_id, since_ms=started) == list(range(len(logged) + 1, steps + 1))
+    assert _stored_step(uri, run_id, tmp_path / "dl2") == steps
 
 
 def test_a_corrupt_checkpoint_is_one_warning_line_and_a_retrain(
-    tmp_path: Path, killed: Any, ray_session: None, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, trained: tuple[str, str], ray_session: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    config = _config(tmp_path, train_steps=30, trials=50)
-    uri = config["tracking"]["uri"]
-    run_id = killed(config, _trials_finished(2))
+    uri, run_id = trained
     (name,) = _checkpoints(uri, run_id)
     corrupt = tmp_path / "corrupt" / name
     corrupt.parent.mkdir()
