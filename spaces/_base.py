@@ -218,6 +218,26 @@ class SearchSpace(ABC):
         """
         raise NotImplementedError(f"space {self.name!r} has no build_supernet")
 
+    def build_differentiable(
+        self, *, num_classes: int = 10, in_channels: int = 3, **options: Any
+    ) -> torch.nn.Module:
+        """A differentiable supernet: every decision a weighted mix of its choices (DARTS).
+
+        The module provides ``alpha`` (the architecture parameters), ``arch_parameters()``,
+        ``weight_parameters()``, ``forward(x, relaxation, *, tau, aux_skip, generator)``,
+        ``probabilities(relaxation)`` and ``derive()`` (the argmax architecture), and takes
+        ``channels``, ``cells_per_stage``, ``partial_channels`` and a shared ``alpha``.
+        """
+        raise NotImplementedError(f"space {self.name!r} has no build_differentiable")
+
+    def parameter_free_fraction(self, arch: Arch) -> float:
+        """Fraction of ``arch``'s operations that have no parameters (skip, pooling, none)."""
+        raise NotImplementedError(f"space {self.name!r} has no parameter_free_fraction")
+
+    def skip_connections(self, arch: Arch) -> int:
+        """How many of ``arch``'s operations are skip connections (DARTS+'s stopping rule)."""
+        raise NotImplementedError(f"space {self.name!r} has no skip_connections")
+
     def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
         """Trainable parameters of ``build_network(arch, ...)``, computed without torch."""
         raise NotImplementedError(f"space {self.name!r} has no count_params")

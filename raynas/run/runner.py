@@ -19,6 +19,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from raynas.evaluators.base import Evaluator, create_evaluator
+from raynas.gradient.phase import GradientPlan
 from raynas.run import stop
 from raynas.run.config import ConfigError, ExperimentConfig, check_writable
 from raynas.run.localray import is_local, local_init_options, loopback_node
@@ -58,6 +59,8 @@ from spaces import SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
 
+GRADIENT_SEARCHER = "darts"  # the searcher name that runs gradient-based searches first
+
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Components:
     mode: str
     objectives: Objectives
     members: list[PortfolioMember] = field(default_factory=list)
+    gradient: GradientPlan | None = None  # gradient runs whose answers are the trials
 
 
 def build_components(cfg: ExperimentConfig) -> Components:
@@ -134,6 +138,8 @@ def build_components(cfg: ExperimentConfig) -> Components:
     }
     # Tune's own metric (schedulers, progress) is the first objective.
     first_mode = mode if isinstance(mode, str) else mode[0]
+    if not cfg.portfolio and cfg.searcher.name == GRADIENT_SEARCHER:
+        return _gradient_components(cfg, space, evaluator, common, metrics[0], first_mode)
     if not cfg.portfolio:
         options = {**common, **cfg.searcher.options}
         options.setdefault("max_trials", cfg.budget.trials)
@@ -150,6 +156,23 @@ def build_components(cfg: ExperimentConfig) -> Components:
     portfolio = PortfolioSearch(space, members, metric=metrics[0], mode=first_mode)
     return Components(space, portfolio, evaluator, metrics[0], first_mode,
                       members[0].searcher.objectives, members)  # type: ignore[attr-defined]
+
+
+def _gradient_components(
+    cfg: ExperimentConfig, space: SearchSpace, evaluator: Evaluator, common: dict[str, Any],
+    metric: str, mode: str,
+) -> Components:
+    """Gradient runs (``searcher: {name: darts, ...}``) whose derived cells become the trials."""
+    from raynas.gradient.phase import check_space, plan_from_options
+    from searchers.given import GivenArchitectures
+
+    check_space(space)
+    plan = plan_from_options(cfg.searcher.options, seed=cfg.seed)
+    try:
+        given = GivenArchitectures(space, **common, max_trials=cfg.budget.trials)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config field 'searcher': {exc}") from None
+    return Components(space, given, evaluator, metric, mode, given.objectives, gradient=plan)
 
 
 def _make_searcher(
@@ -290,6 +313,8 @@ def run_search(
                   prior=len(prior) if resume is not None else None, warm=len(warm_start))
         if isinstance(comps.searcher, PortfolioSearch):
             comps.searcher.on_failure = member_failure(tracker, searcher_runs, echo)
+        if budget > 0 and comps.gradient is not None:
+            budget = min(budget, _gradient_phase(cfg, comps, tracker, parent, out_dir, echo))
         if budget > 0:  # a finished run being finalised needs no evaluator
             _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo, resume)
             _check_trial_fits(cfg)
@@ -356,6 +381,28 @@ def run_search(
             lease.release()
             if started:
                 ray.shutdown()
+
+
+def _gradient_phase(
+    cfg: ExperimentConfig, comps: Components, tracker: Tracker, parent: str, out_dir: Path,
+    echo: Callable[[str], None],
+) -> int:
+    """Run the gradient searches; queue their architectures; how many are left to evaluate."""
+    from raynas.gradient.phase import run_gradient_phase
+    from searchers.given import GivenArchitectures
+
+    assert comps.gradient is not None and isinstance(comps.searcher, GivenArchitectures)
+    derived = run_gradient_phase(
+        comps.gradient, space=comps.space, tracker=tracker, parent=parent, out_dir=out_dir,
+        name=cfg.name, data_seed=cfg.seed, concurrency=cfg.budget.concurrency,
+        cpus_per_trial=cfg.budget.cpus_per_trial, gpus_per_trial=cfg.budget.gpus_per_trial,
+        echo=echo,
+    )
+    comps.searcher.extend(derived)
+    left = comps.searcher.remaining
+    echo(f"raynas: {len(derived)} gradient runs finished; {left} distinct architectures "
+         "to evaluate")
+    return left
 
 
 def _resume_hint(parent: str, uri: str) -> str:

@@ -26,6 +26,7 @@ NB201_OPS: tuple[str, ...] = (
     "nor_conv_3x3",
     "avg_pool_3x3",
 )
+PARAMETER_FREE: frozenset[str] = frozenset({"none", "skip_connect", "avg_pool_3x3"})
 # Edge i goes from node EDGES[i][0] into node EDGES[i][1], in the order of the string form.
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 
@@ -188,6 +189,28 @@ class NB201Space(SearchSpace):
             num_classes=positive_int("num_classes", num_classes),
             in_channels=positive_int("in_channels", in_channels),
         )
+
+    def build_differentiable(
+        self, *, num_classes: int = 10, in_channels: int = 3, **options: Any
+    ) -> torch.nn.Module:
+        """A ``DifferentiableNB201`` (every edge a mix of the 5 operations, one alpha row each)."""
+        from spaces.nb201.differentiable import DifferentiableNB201
+
+        return DifferentiableNB201(
+            self,
+            num_classes=positive_int("num_classes", num_classes),
+            in_channels=positive_int("in_channels", in_channels),
+            **options,
+        )
+
+    def parameter_free_fraction(self, arch: Arch) -> float:
+        """Fraction of the 6 edges that are ``none``, ``skip_connect`` or ``avg_pool_3x3``."""
+        ops = self.ops(arch)
+        return sum(op in PARAMETER_FREE for op in ops) / len(ops)
+
+    def skip_connections(self, arch: Arch) -> int:
+        """Edges that are ``skip_connect``."""
+        return self.ops(arch).count("skip_connect")
 
     def count_params(self, arch: Arch, *, num_classes: int = 10, in_channels: int = 3) -> int:
         """Trainable parameters of ``build_network(arch, ...)`` (conv, BN affine, linear)."""

@@ -1,0 +1,46 @@
+"""One gradient search as a Tune trial: every epoch a report, so schedulers can stop it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ray import tune
+
+from raynas.evaluators.data import load_dataset
+from raynas.gradient.methods import options_from_mapping
+from raynas.gradient.search import EpochRecord, GradientSearch
+from spaces import SearchSpace, space_from_spec
+
+logger = logging.getLogger(__name__)
+
+ARCH_KEY = "arch"  # the derived architecture after the epoch (a string in the result)
+DERIVED_KEY = "derived_arch"  # the search's answer, in its last result
+
+
+def alpha_metrics(space: SearchSpace, alpha: list[list[float]]) -> dict[str, float]:
+    """``alpha/<decision>/<choice>`` of one alpha matrix, flat for Tune and MLflow."""
+    return {f"alpha/{d.name}/{choice}": float(alpha[k][j])
+            for k, d in enumerate(space.decisions) for j, choice in enumerate(d.choices)}
+
+
+def gradient_trial(config: dict[str, Any], *, space_spec: Mapping[str, Any],
+                   dataset: Any, data_seed: int) -> None:
+    """Tune function trainable: run the configured gradient search, reporting each epoch."""
+    space = space_from_spec(dict(space_spec))
+    data = load_dataset(dataset, seed=data_seed)
+    options = options_from_mapping(config)
+    search = GradientSearch(space, options, num_classes=data.num_classes,
+                            in_channels=data.in_channels)
+
+    def report(record: EpochRecord) -> None:
+        metrics = {**record.metrics(), **alpha_metrics(space, record.alpha),
+                   ARCH_KEY: record.arch, "method": options.method}
+        if record.derived_arch is not None:  # the last epoch: the search's answer
+            metrics[DERIVED_KEY] = record.derived_arch
+            if search.peak_memory_mb() is not None:
+                metrics["peak_memory_mb"] = search.peak_memory_mb()
+        tune.report(metrics)
+
+    search.run(data, report=report)

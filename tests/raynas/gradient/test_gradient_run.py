@@ -1,0 +1,165 @@
+"""``searcher: {name: darts, ...}`` end to end: gradient runs as Tune trials, then their cells.
+
+Each gradient run is a real Tune trial on the session's Ray, recorded in a real MLflow store;
+the derived architectures are trained stand-alone by the ``training`` evaluator on digits.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from raynas.cli.main import main
+from raynas.gradient.phase import TAG_DERIVED, TAG_STOPPED
+
+from .._store import runs, search_run, write_config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _config(tmp_path: Path, searcher: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "grad",
+        "space": {"name": "nb201", "channels": 4, "cells_per_stage": 1, "resolution": 8},
+        "searcher": {"name": "darts", "epochs": 3, "batch_size": 128, **searcher},
+        "evaluator": {"name": "training", "dataset": "digits", "epochs": 1, "batch_size": 128},
+        "budget": {"trials": 10, "concurrency": 1},
+        "seed": 0,
+        "metric": "val_acc",
+        "mode": "max",
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "grad"},
+        "output_dir": str(tmp_path / "out"),
+        **extra,
+    }
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_gradient_runs_are_trials_asha_stops_a_weak_one_and_the_cell_is_evaluated(
+    tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One at a time: the second run (a learning rate too small to learn) reaches ASHA's rung
+    # at epoch 1 below the first's accuracy there, and is stopped.
+    config = _config(tmp_path, {"method": "darts", "w_lr": [0.1, 1e-6], "batch_size": 32,
+                                "scheduler": {"name": "asha", "max_t": 3, "grace_period": 1,
+                                              "reduction_factor": 4}})
+    uri = config["tracking"]["uri"]
+    assert main(["run", str(write_config(tmp_path, config))]) == 0
+    out = capsys.readouterr().out
+    assert "raynas: 2 gradient runs (darts)" in out, out
+    assert "raynas: 1 gradient runs finished; 1 distinct architectures to evaluate" in out
+
+    gradient = sorted(runs(uri, "gradient"), key=lambda r: float(r.data.params["w_lr"]))
+    weak, strong = gradient
+    assert strong.info.status == "FINISHED" and weak.info.status == "KILLED"
+    assert weak.data.tags.get(TAG_STOPPED) == "true"
+    client = MlflowClient(uri)
+    assert len(client.get_metric_history(strong.info.run_id, "supernet_val_acc")) == 3
+    assert len(client.get_metric_history(weak.info.run_id, "supernet_val_acc")) == 1
+    for key in ("alpha_entropy", "param_free_fraction", "alpha/op/0/skip_connect"):
+        assert len(client.get_metric_history(strong.info.run_id, key)) == 3
+    artifacts = {a.path for a in client.list_artifacts(strong.info.run_id, "alpha")}
+    assert artifacts == {"alpha/alpha.parquet", "alpha/alpha.png"}
+    local = client.download_artifacts(strong.info.run_id, "alpha/alpha.parquet", str(tmp_path))
+    table = pq.read_table(local).to_pylist()
+    assert len(table) == 3 * 6 * 5 and {r["epoch"] for r in table} == {1, 2, 3}
+
+    derived = strong.data.tags[TAG_DERIVED]
+    (trial,) = runs(uri, "trial")
+    assert trial.info.status == "FINISHED" and trial.data.tags["raynas.arch"] == derived
+    assert 0 < trial.data.metrics["val_acc"] <= 100
+    rows = pq.read_table(next((tmp_path / "out").rglob("trials.parquet"))).to_pylist()
+    assert [r["arch"] for r in rows] == [derived]
+    parent = search_run(uri)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["num_trials"] == 1
+    assert main(["report", parent.info.run_id, "--tracking-uri", uri,
+                 "--output-dir", str(tmp_path / "report")]) == 0
+    assert derived in capsys.readouterr().out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_search_stopped_in_its_gradient_phase_resumes_the_unfinished_runs(
+    tmp_path: Path, ray_session: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, {"method": ["darts", "gdas", "fairdarts"], "epochs": 4})
+    uri = config["tracking"]["uri"]
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri,
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "raynas.cli", "run", str(path)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        lines.extend(raw.decode(errors="replace") for raw in proc.stdout)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 300  # bounds a hang only
+        while not (any(x.startswith("raynas: searching") for x in lines)
+                   and any(r.info.status == "FINISHED" for r in runs(uri, "gradient"))):
+            assert proc.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    finished = [r for r in runs(uri, "gradient") if r.info.status == "FINISHED"]
+    assert 1 <= len(finished) < 3
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs(uri, "gradient"))
+    assert runs(uri, "trial") == []  # stopped before any cell was evaluated
+    parent = search_run(uri)
+    assert parent.info.status == "KILLED"
+
+    assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"raynas: {len(finished)} of 3 gradient runs already finished" in out
+    done = [r for r in runs(uri, "gradient") if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["method"] for r in done) == ["darts", "fairdarts", "gdas"]
+    assert {r.info.run_id for r in finished} <= {r.info.run_id for r in done}  # not rerun
+    derived = {r.data.tags[TAG_DERIVED] for r in done}
+    trials = [r for r in runs(uri, "trial") if r.info.status == "FINISHED"]
+    assert {r.data.tags["raynas.arch"] for r in trials} <= derived
+    assert len(trials) == len({r.data.tags["raynas.canonical"] for r in trials}) >= 1
+    assert search_run(uri).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(("searcher", "space", "message"), [
+    ({"method": "enas"}, None, "config field 'searcher.method': method 'enas' is unknown"),
+    ({"method": ["darts", "gdas"], "w_lr": -1}, None,
+     "config field 'searcher.w_lr': w_lr must be > 0, got -1"),
+    ({"lr": 0.1}, None, "config field 'searcher': unknown option 'lr'"),
+    ({"seed": []}, None, "config field 'searcher.seed' is an empty list"),
+    ({"dataset": "npz:/no/such.npz"}, None, "config field 'searcher.dataset'"),
+    ({}, {"name": "mobilenet"}, "darts needs a space with a differentiable supernet; space "
+                                "'mobilenet' has none"),
+])
+def test_bad_gradient_config_is_one_line_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], searcher: dict[str, Any],
+    space: dict[str, Any] | None, message: str,
+) -> None:
+    config = _config(tmp_path, searcher)
+    if space is not None:
+        config["space"] = space
+    assert main(["run", str(write_config(tmp_path, config))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "mlflow.db").exists()
