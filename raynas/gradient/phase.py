@@ -118,15 +118,26 @@ def check_space(space: SearchSpace) -> None:
                           f"differentiable supernet; space {space.name!r} has none (nb201 has)")
 
 
-def finished_runs(client: MlflowClient, parent: str) -> dict[str, str]:
-    """Job key -> derived architecture of the gradient runs of ``parent`` that finished."""
-    runs = client.search_runs(
+def _gradient_runs(client: MlflowClient, parent: str) -> list[Any]:
+    return client.search_runs(  # type: ignore[no-any-return]
         [client.get_run(parent).info.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and tags.`{TAG_ROLE}` = '{ROLE}'",
         max_results=5000,
     )
-    return {r.data.tags[TAG_JOB]: r.data.tags[TAG_DERIVED] for r in runs
+
+
+def finished_runs(client: MlflowClient, parent: str) -> dict[str, str]:
+    """Job key -> derived architecture of the gradient runs of ``parent`` that finished."""
+    return {r.data.tags[TAG_JOB]: r.data.tags[TAG_DERIVED] for r in _gradient_runs(client, parent)
             if r.info.status == "FINISHED" and TAG_DERIVED in r.data.tags}
+
+
+def close_interrupted(tracker: Tracker, parent: str) -> int:
+    """Mark KILLED the gradient runs a killed driver left RUNNING (this driver holds the lease)."""
+    left = [r for r in _gradient_runs(tracker.client, parent) if r.info.status == "RUNNING"]
+    for run in left:
+        tracker.end(run.info.run_id, "KILLED")
+    return len(left)
 
 
 def _probabilities(alpha: np.ndarray, method: str) -> np.ndarray:
@@ -288,6 +299,7 @@ def run_gradient_phase(
     from raynas.run.schedulers import create_scheduler
 
     tracker.flush()
+    close_interrupted(tracker, tracker.resolve(parent))
     done = finished_runs(tracker.client, tracker.resolve(parent))
     todo = [job for job in plan.jobs if job_key(job) not in done]
     if done:

@@ -107,3 +107,18 @@ def test_space_counts_parameter_free_operations(space) -> None:
     assert space.skip_connections(arch) == 2
     assert space.provides("build_differentiable")
     assert not create_space("mobilenet").provides("build_differentiable")
+
+
+def test_gumbel_hard_runs_exactly_one_operation_per_edge(space) -> None:
+    net = DifferentiableNB201(space, in_channels=1)
+    calls: list[str] = []
+    for edge in net.cells[0].edges:
+        for name, op in edge.ops.items():
+            op.register_forward_hook(lambda *_, name=name: calls.append(name))
+    logits = net(torch.randn(2, 1, 8, 8), "gumbel", generator=torch.Generator().manual_seed(1))
+    assert len(calls) == 6  # one operation on each of the 6 edges
+    logits.sum().backward()
+    assert net.alpha.grad is not None and bool(net.alpha.grad.abs().sum() > 0)
+    calls.clear()
+    net(torch.randn(2, 1, 8, 8), "softmax")
+    assert len(calls) == 30  # the relaxed mix runs all 5 everywhere

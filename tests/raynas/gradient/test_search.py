@@ -94,6 +94,18 @@ def test_fairdarts_zero_one_loss_pushes_sigmoids_apart(space, digits) -> None:
     assert spread(100.0) > 1.3 * spread(0.0)
 
 
+def test_zero_one_loss_gradient_pushes_each_weight_towards_0_or_1(space, digits) -> None:
+    search = _search(space, digits, method="fairdarts")
+    with torch.no_grad():
+        search.net.alpha.copy_(torch.linspace(-2, 2, 30).view(6, 5))
+    logits = torch.zeros(4, 10)  # cross-entropy of constant logits has no alpha gradient
+    loss = search._arch_objective(logits, torch.zeros(4, dtype=torch.long), torch.zeros(1))
+    (grad,) = torch.autograd.grad(loss, search.net.alpha)
+    alpha = search.net.alpha.detach()
+    # descent moves positive alpha up (sigmoid towards 1) and negative alpha down (towards 0)
+    assert bool((grad[alpha > 0] < 0).all()) and bool((grad[alpha < 0] > 0).all())
+
+
 def test_cdarts_evaluation_network_is_deeper_and_shares_alpha(space, digits) -> None:
     search = _search(space, digits, method="cdarts", eval_cells=2)
     assert search.eval_net is not None and search.eval_net.alpha is search.net.alpha
