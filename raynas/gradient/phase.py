@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ class GradientPlan:
     jobs: list[dict[str, Any]]
     dataset: Any = "digits"
     scheduler: Component | None = None
-    labels: list[str] = field(default_factory=list)
 
 
 def job_key(job: Mapping[str, Any]) -> str:
@@ -106,9 +105,7 @@ def plan_from_options(options: Mapping[str, Any], *, seed: int) -> GradientPlan:
                 where = "searcher"
             raise ConfigError(f"config field {short(where, 100)}: {message}") from None
         jobs.append(job)
-    labels = [", ".join(f"{k}={job[k]}" for k in ("method", *sorted(set(axes) - {"method"})))
-              for job in jobs]
-    return GradientPlan(jobs, dataset, scheduler, labels)
+    return GradientPlan(jobs, dataset, scheduler)
 
 
 def check_space(space: SearchSpace) -> None:
