@@ -2,12 +2,13 @@
 
 Parts (``--parts proxies,predictor,search``):
 
-* ``proxies``: raynas's proxies of ``--archs`` seeded architectures (distinct, sampled with
-  seed 0) at NAS-Bench-201's CIFAR shape (C=16, N=5, 32x32x3 input, 10 classes), computed in
+* ``proxies``: raynas's proxies of ``--archs`` architectures (distinct rows of the table drawn
+  uniformly with seed 0, as NAS-Bench-Suite-Zero samples) at NAS-Bench-201's CIFAR shape
+  (C=16, N=5, 32x32x3 input, 10 classes), computed in
   parallel Ray tasks by the same code as ``raynas zero-cost score``. Data-free proxies (synflow,
   zen, params, flops) on all of them; data-dependent ones (naswot, jacov, snip, grad_norm,
-  fisher, grasp, gradsign) on the first ``--data-archs``, with one batch of 64 scikit-learn
-  digits images resized to 32x32x3 (CIFAR-10 is not available offline). Figures:
+  fisher, grasp, gradsign) on the first ``--data-archs``, with one batch of ``--data-batch``
+  (32) scikit-learn digits images resized to 32x32x3 (CIFAR-10 is not available offline). Figures:
   ``spearman_<proxy>`` with the table's ``val_acc_200ep``, ``ms_<proxy>`` (median CPU ms per
   architecture, one torch thread), ``zen_vs_naslib_spearman`` (our Zen-score against the
   table's ``zen_score`` column, NASLib's), and ``n_<proxy>`` (architectures each figure is on).
@@ -15,9 +16,9 @@ Parts (``--parts proxies,predictor,search``):
   nwot .77, jacov .75, synflow .73, params .72, flops .69, grad_norm / snip .58, grasp .51,
   fisher .50, zen .35.
 * ``predictor``: the ``PredictorSearch`` ensemble trained on 100 architectures of that sample,
-  Spearman of its predictions with ``val_acc_200ep`` on the others, with and without the
-  data-free proxies as features (``ensemble_spearman_100``, ``ensemble_spearman_100_plain``),
-  over ``--predictor-seeds`` draws of the 100.
+  Spearman of its predictions with ``val_acc_200ep`` on the others, with all 11 proxies as
+  features (``ensemble_spearman_100``; the data-dependent ones on digits, as above), the 4
+  data-free ones (``_free``) or none (``_plain``), over ``--predictor-seeds`` draws of the 100.
 * ``search``: searches of the table at 100 distinct queries (a repeat is a free cache hit for
   every method), ``--seeds`` seeds: validation accuracy chooses, test accuracy reports. The
   proxies come from a table of every architecture (``--proxy-table``, built once by
@@ -89,8 +90,13 @@ def spearman(a: Any, b: Any) -> float:
     return float(spearmanr(x[keep], y[keep]).statistic)
 
 
-def scored(path: Path, proxies: list[str], archs: list[str], dataset: str | None) -> dict:
-    """Rows of ``proxies`` for ``archs`` from ``path``, scoring (in Ray tasks) what is missing."""
+def scored(path: Path, proxies: list[str], archs: list[str], dataset: str | None,
+           block: int = 50, batch_size: int = 64) -> dict:
+    """Rows of ``proxies`` for ``archs`` from ``path``, scoring (in Ray tasks) what is missing.
+
+    The table is written after every ``block`` architectures, so an interrupted run keeps
+    what it scored and a rerun scores only the rest.
+    """
     import ray
 
     from raynas.run.runner import ensure_ray
@@ -102,38 +108,40 @@ def scored(path: Path, proxies: list[str], archs: list[str], dataset: str | None
     rows: dict[str, dict[str, float]] = {}
     if path.is_file():
         rows, settings = read_table(path)
-        if settings.get("proxies") != proxies:
+        if settings.get("proxies") != proxies or settings.get("batch_size") != batch_size:
             rows = {}
     todo = [a for a in archs if a not in rows]
     if todo:
-        scorer = ProxyScorer(space, proxies, dataset=dataset, batch_size=64, seed=0,
+        scorer = ProxyScorer(space, proxies, dataset=dataset, batch_size=batch_size, seed=0,
                              device="cpu", in_channels=3)
         started = ensure_ray(None)
         try:
             t0 = time.monotonic()
-            new = score_archs(scorer, [space.from_string(a) for a in todo], chunk=10,
-                              progress=progress_bar())
-            logger.info("scored %d architectures in %.0f s", len(new), time.monotonic() - t0)
+            for i in range(0, len(todo), block):
+                new = score_archs(scorer, [space.from_string(a) for a in todo[i:i + block]],
+                                  chunk=5, progress=progress_bar())
+                for row in new:
+                    rows[row.pop("arch_str")] = row
+                keep = [{"arch_str": a, **rows[a]} for a in rows]
+                write_table(keep, path, {"space": space.spec(), "proxies": proxies, "seed": 0,
+                                         "dataset": dataset, "batch_size": batch_size,
+                                         "in_channels": 3, "archs": len(keep)})
+                logger.info("%d of %d architectures scored in %.0f s", min(i + block, len(todo)),
+                            len(todo), time.monotonic() - t0)
         finally:
             if started:
                 ray.shutdown()
-        for row in new:
-            rows[row.pop("arch_str")] = row
-        keep = [{"arch_str": a, **rows[a]} for a in rows]
-        write_table(keep, path, {"space": space.spec(), "proxies": proxies, "seed": 0,
-                                 "dataset": dataset, "batch_size": 64, "in_channels": 3,
-                                 "archs": len(keep)})
     return {a: rows[a] for a in archs}
 
 
 def sample_strings(table: NB201Table, count: int) -> list[str]:
-    """``count`` distinct seeded architectures of the space, as table strings."""
-    from raynas.zero_cost.table import sample_archs
-    from spaces import create_space
+    """``count`` distinct rows of the table drawn uniformly with seed 0, as table strings.
 
-    space = create_space("nb201")
-    return [space.to_string(a) for a in sample_archs(space, count, seed=0)
-            if space.to_string(a) in table.val][:count]
+    Uniform over the table's rows, as NAS-Bench-Suite-Zero samples, so isomorphic and
+    degenerate cells appear as often as they do in the space.
+    """
+    order = np.random.default_rng(0).permutation(len(table.archs))
+    return [table.archs[i] for i in order[:count]]
 
 
 def part_proxies(table: NB201Table, args: argparse.Namespace) -> dict[str, float]:
@@ -142,8 +150,8 @@ def part_proxies(table: NB201Table, args: argparse.Namespace) -> dict[str, float
     free = scored(RESULTS_DIR / f"zero_cost_{table.name}_free.parquet", DATA_FREE, archs, None)
     data_archs = archs[: args.data_archs]
     dep = scored(RESULTS_DIR / f"zero_cost_{table.name}_data.parquet", DATA_DEPENDENT,
-                 data_archs, "digits")
-    figures: dict[str, float] = {}
+                 data_archs, "digits", batch_size=args.data_batch)
+    figures: dict[str, float] = {"data_batch": args.data_batch}
     val = [table.val[a] for a in archs]
     for proxy in DATA_FREE + DATA_DEPENDENT:
         rows, on = (free, archs) if proxy in DATA_FREE else (dep, data_archs)
@@ -168,28 +176,39 @@ def part_proxies(table: NB201Table, args: argparse.Namespace) -> dict[str, float
 
 
 def part_predictor(table: NB201Table, args: argparse.Namespace) -> dict[str, float]:
-    """Predictor trained on 100 architectures, with and without proxy features."""
+    """Predictor trained on 100 architectures: every proxy, the data-free ones, or none."""
     from searchers.predictor import PredictorSearch
     from spaces import create_space
 
     space = create_space("nb201")
     archs = sample_strings(table, args.archs)
-    free = scored(RESULTS_DIR / f"zero_cost_{table.name}_free.parquet", DATA_FREE, archs, None)
+    rows = scored(RESULTS_DIR / f"zero_cost_{table.name}_free.parquet", DATA_FREE, archs, None)
+    dep = scored(RESULTS_DIR / f"zero_cost_{table.name}_data.parquet", DATA_DEPENDENT,
+                 archs[: args.data_archs], "digits", batch_size=args.data_batch)
+    on = [a for a in archs if a in dep]  # the architectures every proxy was computed on
 
     class Lookup:
-        names = DATA_FREE
         seconds = 0.0
 
-        def __call__(self, batch: Any) -> np.ndarray:
-            return np.array([[free[space.to_string(a)][p] for p in DATA_FREE] for a in batch])
+        def __init__(self, names: list[str]) -> None:
+            self.names = names
 
-    figures: dict[str, float] = {}
-    for label, scorer in (("", Lookup()), ("_plain", None)):
+        def __call__(self, batch: Any) -> np.ndarray:
+            out = []
+            for arch in batch:
+                text = space.to_string(arch)
+                out.append([(rows[text] if p in DATA_FREE else dep[text])[p] for p in self.names])
+            return np.array(out, dtype=float)
+
+    figures: dict[str, float] = {"ensemble_n": len(on)}
+    variants = (("", Lookup(DATA_FREE + DATA_DEPENDENT)), ("_free", Lookup(DATA_FREE)),
+                ("_plain", None))
+    for label, scorer in variants:
         rhos = []
         for seed in range(args.predictor_seeds):
-            order = np.random.default_rng(seed).permutation(len(archs))
-            train = [archs[i] for i in order[:100]]
-            test = [archs[i] for i in order[100:]]
+            order = np.random.default_rng(seed).permutation(len(on))
+            train = [on[i] for i in order[:100]]
+            test = [on[i] for i in order[100:]]
             s = PredictorSearch(space, scorer=scorer, metric="val", mode="max", seed=seed)
             for a in train:
                 s.add_evaluated_point(space.to_config(space.from_string(a)), table.val[a])
@@ -198,9 +217,9 @@ def part_predictor(table: NB201Table, args: argparse.Namespace) -> dict[str, flo
         figures[f"ensemble_spearman_100{label}"] = float(np.mean(rhos))
         figures[f"ensemble_spearman_100{label}_se"] = float(np.std(rhos, ddof=1)
                                                             / math.sqrt(len(rhos)))
-        print(f"predictor on 100 architectures{' + ' + ','.join(DATA_FREE) if scorer else ''}: "
-              f"Spearman {np.mean(rhos):.3f} on {len(archs) - 100} others "
-              f"({args.predictor_seeds} draws)")
+        names = ",".join(scorer.names) if scorer is not None else "no proxies"
+        print(f"predictor on 100 architectures + {names}: Spearman {np.mean(rhos):.3f} on "
+              f"{len(on) - 100} others ({args.predictor_seeds} draws)")
     return figures
 
 
@@ -280,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     add_data_dir_argument(parser)
     parser.add_argument("--parts", default="proxies,predictor,search")
     parser.add_argument("--archs", type=int, default=1000)
-    parser.add_argument("--data-archs", type=int, default=200,
+    parser.add_argument("--data-archs", type=int, default=1000,
                         help="architectures the data-dependent proxies are computed on")
+    parser.add_argument("--data-batch", type=int, default=32,
+                        help="images in the data-dependent proxies' batch")
     parser.add_argument("--predictor-seeds", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
