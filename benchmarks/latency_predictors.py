@@ -20,7 +20,13 @@ Parts:
      the MobileNet lookup table, new and repeated architectures; and the learned path, a
      MobileNet ``LatencyMLP`` fitted on the lookup-table latencies of a few hundred
      architectures and served architectures it has not seen (nothing precomputed: each
-     call encodes them and runs the MLP), at batch 1, 64, 1,024.
+     call encodes them and runs the MLP), at batch 1, 64, 1,024;
+  5. fewshot: latency for a new device from 20 measured architectures
+     (``raynas.latency.fewshot``, a ridge on the other devices' log latencies): each of the
+     table's devices left out in turn, 20 of its architectures drawn (5 seeded draws), Spearman
+     and the share within +-10% on all its other architectures (``fewshot_spearman_20_<device>``,
+     ``fewshot_within10pct_20_<device>``, means over devices). HELP (Lee et al. 2021) reports
+     Spearman .93 on average with 10 samples.
 
 Usage:
     python benchmarks/latency_predictors.py [--data-dir DIR] [--out FILE] [--parts ...]
@@ -77,8 +83,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_data_dir_argument(p)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "latency.json")
-    p.add_argument("--parts", default="learned,ceiling,lut,service",
-                   help="comma-separated subset of learned, ceiling, lut, service")
+    p.add_argument("--parts", default="learned,ceiling,lut,service,fewshot",
+                   help="comma-separated subset of learned, ceiling, lut, service, fewshot")
+    p.add_argument("--shots", type=int, default=20, help="fewshot: measured architectures")
+    p.add_argument("--draws", type=int, default=5, help="fewshot: seeded draws per device")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ensemble", type=int, default=3, help="MLPs averaged per predictor")
     p.add_argument("--lut-archs", type=int, default=100, help="networks timed per space")
@@ -329,6 +337,37 @@ def service(args: argparse.Namespace, model_dir: Path):
     return figures, rows
 
 
+# --------------------------------------------------------------------------- 5. fewshot
+def fewshot(table: Path, args: argparse.Namespace) -> tuple[dict[str, float], list[list[Any]]]:
+    """Leave each device out; predict it from ``args.shots`` of its measurements."""
+    from raynas.latency.fewshot import fit_from_table, predict_table
+    from raynas.latency.measure import latency_stats, read_latency_columns
+
+    archs, columns = read_latency_columns(table)
+    figures: dict[str, float] = {}
+    rows = []
+    for device in columns:
+        rhos, within = [], []
+        for draw in range(args.draws):
+            model, used = fit_from_table(table, device, shots=args.shots, seed=args.seed + draw)
+            _, predicted = predict_table(model, table)
+            seen = set(used)
+            rest = np.array([a not in seen for a in archs]) & np.isfinite(columns[device])
+            stats = latency_stats(predicted[rest], columns[device][rest])
+            rhos.append(stats["spearman"])
+            within.append(stats["within10pct"])
+        figures[f"fewshot_spearman_{args.shots}_{device}"] = float(np.mean(rhos))
+        figures[f"fewshot_within10pct_{args.shots}_{device}"] = float(np.mean(within))
+        rows.append([device, f"{np.mean(rhos):.3f}", f"{np.mean(within):.3f}"])
+    figures[f"fewshot_spearman_{args.shots}_mean"] = float(np.mean(
+        [figures[f"fewshot_spearman_{args.shots}_{d}"] for d in columns]))
+    figures[f"fewshot_within10pct_{args.shots}_mean"] = float(np.mean(
+        [figures[f"fewshot_within10pct_{args.shots}_{d}"] for d in columns]))
+    rows.append(["mean", f"{figures[f'fewshot_spearman_{args.shots}_mean']:.3f}",
+                 f"{figures[f'fewshot_within10pct_{args.shots}_mean']:.3f}"])
+    return figures, rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen parts, print the tables and merge the figures into the results JSON."""
     args = parse_args(argv)
@@ -338,13 +377,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     parts = set(args.parts.split(","))
-    unknown = parts - {"learned", "ceiling", "lut", "service"}
+    unknown = parts - {"learned", "ceiling", "lut", "service", "fewshot"}
     if unknown:
         raise SystemExit(f"error: unknown part(s) {sorted(unknown)}")
     table = require_file(args.data_dir / "latency_ms.csv")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
     # A run of some parts keeps the load recorded beside the other parts' figures.
-    prefix = "" if len(parts) == 4 else "_".join(sorted(parts)) + "_"
+    prefix = "" if len(parts) == 5 else "_".join(sorted(parts)) + "_"
     figures: dict[str, float] = {f"{prefix}load_avg_1min_at_start": load, "seed": args.seed}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as model_dir:
@@ -374,6 +413,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures.update(part)
             print("\nLatencyService throughput through the actor")
             print_table(rows, ["predictor", "batch", "preds_per_s", "calls"])
+        if "fewshot" in parts:
+            part, rows = fewshot(table, args)
+            figures.update(part)
+            print(f"\nfew-shot: each device left out, {args.shots} of its architectures "
+                  f"measured ({args.draws} draws), the rest predicted from the other devices")
+            print_table(rows, ["device", "spearman", "within10pct"])
     figures[f"wall_s_{'_'.join(sorted(parts))}"] = time.perf_counter() - start
     machine = machine_description()
     print(f"\n{machine}; 1-min load average at start {load:.2f}")

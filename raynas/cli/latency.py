@@ -75,6 +75,14 @@ def add_latency_parser(sub: Any) -> None:
     train.add_argument("--hidden", default="128,128", help="hidden layer widths")
     train.add_argument("--ensemble", type=int, default=3, help="MLPs averaged")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--few-shot", type=int, metavar="K",
+                       help="a new device from K measured architectures: transfer from the "
+                            "table's other devices (writes a JSON model and, with "
+                            "--predictions, the device's predicted column for every row)")
+    train.add_argument("--measured", help="with --few-shot: CSV/Parquet with arch_str and the "
+                                          "new device's column (else the table's column)")
+    train.add_argument("--predictions", help="with --few-shot: CSV to write (arch_str, device) "
+                                             "for every row; usable as a measured table")
 
 
 def _timing(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,8 +128,47 @@ def _measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _few_shot(args: argparse.Namespace) -> int:
+    import csv
+
+    import numpy as np
+
+    from raynas.latency.fewshot import fit_from_table, predict_table
+    from raynas.latency.measure import latency_stats, read_latency_columns
+
+    model, used = fit_from_table(args.table, args.device, shots=args.few_shot, seed=args.seed,
+                                 measured=args.measured)
+    path = model.save(args.output)
+    line = (f"raynas: {args.device} from {len(used)} measured architectures and "
+            f"{len(model.references)} reference devices ({', '.join(model.references)})")
+    archs, predicted = predict_table(model, args.table)
+    _, columns = read_latency_columns(args.table)
+    if args.device in columns:  # measured rows the fit did not use: report the fit on them
+        seen = set(used)
+        rest = [i for i, a in enumerate(archs) if a not in seen
+                and np.isfinite(columns[args.device][i]) and np.isfinite(predicted[i])]
+        if len(rest) >= 2:
+            stats = latency_stats(predicted[rest], columns[args.device][rest])
+            line += (f"; on the other {len(rest)} measured rows: Spearman "
+                     f"{stats['spearman']:.4f}, within 10% {100 * stats['within10pct']:.1f}%")
+    if args.predictions:
+        with open(args.predictions, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["arch_str", args.device])
+            writer.writerows([a, "" if not np.isfinite(v) else f"{v:.6g}"]
+                             for a, v in zip(archs, predicted, strict=True))
+        line += f"; predictions in {args.predictions}"
+    print(f"{line}; wrote {path}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     import numpy as np
+
+    if args.few_shot is not None:
+        return _few_shot(args)
+    if args.measured or args.predictions:
+        raise ValueError("--measured and --predictions go with --few-shot")
 
     from raynas.latency.measure import latency_stats, read_latency_table
     from raynas.latency.predictor import LatencyMLP

@@ -254,10 +254,8 @@ def measure_archs(
 
 
 # --------------------------------------------------------------------------- measured tables
-def read_latency_table(
-    path: str | Path, column: str
-) -> tuple[list[str], np.ndarray]:
-    """``(arch strings, latencies in ms)`` of a CSV or Parquet table with ``arch_str``."""
+def read_latency_columns(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """``(arch strings, {device: latencies in ms, NaN where empty})`` of a CSV or Parquet table."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"latency table {str(path)!r} does not exist")
@@ -271,13 +269,23 @@ def read_latency_table(
         data = pacsv.read_csv(path).to_pydict()
     if "arch_str" not in data:
         raise ValueError(f"latency table {str(path)!r} has no 'arch_str' column")
-    devices = [c for c in data if c not in ("index", "arch_str")]
-    if column not in data:
+    columns = {
+        name: np.array([math.nan if v is None else float(v) for v in values])
+        for name, values in data.items() if name not in ("index", "arch_str")
+    }
+    return [str(a) for a in data["arch_str"]], columns
+
+
+def read_latency_table(
+    path: str | Path, column: str
+) -> tuple[list[str], np.ndarray]:
+    """``(arch strings, latencies in ms)`` of a CSV or Parquet table with ``arch_str``."""
+    archs, columns = read_latency_columns(path)
+    if column not in columns:
         raise ValueError(
-            f"unknown device {column!r} in {str(path)!r}; devices: {', '.join(devices)}"
+            f"unknown device {column!r} in {str(path)!r}; devices: {', '.join(columns)}"
         )
-    values = np.array([math.nan if v is None else float(v) for v in data[column]])
-    return [str(a) for a in data["arch_str"]], values
+    return archs, columns[column]
 
 
 class MeasuredLatency:
