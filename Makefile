@@ -19,8 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/raynas demo
 
+# Two workers, a test file per worker at a time (module fixtures stay in one process): most of
+# the end-to-end tests wait on processes they started, so two files overlap their waits.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spaces searchers raynas tests benchmarks

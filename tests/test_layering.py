@@ -36,8 +36,8 @@ def test_no_upward_imports(package: str) -> None:
 def test_spaces_import_numpy_only_at_top_level() -> None:
     allowed = {"numpy", "spaces", "__future__"}
     for path in (REPO / "spaces").rglob("*.py"):
-        if path.name in {"network.py", "supernet.py"}:
-            continue
+        if path.name in {"network.py", "supernet.py", "differentiable.py"}:
+            continue  # the torch networks, imported lazily by the space's build_* methods
         third_party = {
             name for name in _imports(path, top_level=True)
             if name not in allowed and not _is_stdlib(name)
