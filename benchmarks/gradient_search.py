@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     for method in [*methods, "spos_rea"]:
         q = [figures.get(f"{method}_param_free_fraction_q{i}") for i in range(1, 5)]
         quarters = " ".join("-" if v is None else f"{v:.2f}" for v in q)
-        print(f"{method:>10}: stand-alone test {figures[f'{method}_derived_standalone_acc_mean']:.2f}"
+        acc = figures[f"{method}_derived_standalone_acc_mean"]
+        print(f"{method:>10}: stand-alone test {acc:.2f}"
               f" (SE {figures[f'{method}_derived_standalone_acc_se']:.2f}), param-free by quarter "
               f"{quarters}, search {figures[f'{method}_search_s']:.0f} s, peak RSS "
               f"{figures[f'{method}_peak_rss_mb']:.0f} MB")
