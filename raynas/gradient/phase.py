@@ -5,8 +5,9 @@ Tune trial per combination of the listed values (a grid, as Tune's ``grid_search
 reports every epoch, so a scheduler (``scheduler: {name: asha, ...}`` inside the searcher's
 options, on epochs) stops weak runs early. Each run is an MLflow child run of the search
 (role ``gradient``) with its alpha per epoch as metrics, a Parquet table and a plot; the
-architectures of the runs that finished are then evaluated as the search's trials. A resumed
-search reruns only the gradient runs that did not finish.
+architecture of every run that finished, or that the scheduler stopped (its last epoch's), is
+then evaluated as one of the search's trials. A resumed search reruns only the gradient runs a
+stop or a kill interrupted.
 """
 
 from __future__ import annotations
@@ -124,9 +125,14 @@ def _gradient_runs(client: MlflowClient, parent: str) -> list[Any]:
 
 
 def finished_runs(client: MlflowClient, parent: str) -> dict[str, str]:
-    """Job key -> derived architecture of the gradient runs of ``parent`` that finished."""
+    """Job key -> derived architecture of the gradient runs of ``parent`` that are done.
+
+    Done: finished, or stopped by the scheduler (its last epoch's architecture); a run a
+    stop signal or a kill interrupted is not, and runs again.
+    """
     return {r.data.tags[TAG_JOB]: r.data.tags[TAG_DERIVED] for r in _gradient_runs(client, parent)
-            if r.info.status == "FINISHED" and TAG_DERIVED in r.data.tags}
+            if TAG_DERIVED in r.data.tags and (r.info.status == "FINISHED"
+                                               or r.data.tags.get(TAG_STOPPED) == "true")}
 
 
 def close_interrupted(tracker: Tracker, parent: str) -> int:
@@ -198,6 +204,7 @@ class GradientLogger(LoggerCallback):
         self.runs: dict[str, str] = {}
         self.history: dict[str, list[tuple[int, np.ndarray]]] = {}
         self.derived: dict[str, str] = {}
+        self.last_arch: dict[str, str] = {}
         self.ended: set[str] = set()
 
     def log_trial_start(self, trial: Trial) -> None:
@@ -223,6 +230,7 @@ class GradientLogger(LoggerCallback):
         arch = result.get(ARCH_KEY)
         if isinstance(arch, str):
             tags = {TAG_ARCH: arch, TAG_CANONICAL: self.space.canonical(arch)}
+            self.last_arch[trial.trial_id] = arch
         if isinstance(result.get(DERIVED_KEY), str):
             self.derived[trial.trial_id] = result[DERIVED_KEY]
             tags[TAG_DERIVED] = result[DERIVED_KEY]
@@ -288,7 +296,7 @@ def run_gradient_phase(
     name: str, data_seed: int, concurrency: int, cpus_per_trial: float, gpus_per_trial: float,
     echo: Callable[[str], None],
 ) -> list[str]:
-    """Run the plan's unfinished gradient runs on Tune; every finished run's architecture.
+    """Run the plan's gradient runs not yet done on Tune; every done run's architecture.
 
     Raises ``KeyboardInterrupt`` when a stop signal ended runs that would have finished.
     """
@@ -300,7 +308,7 @@ def run_gradient_phase(
     done = finished_runs(tracker.client, tracker.resolve(parent))
     todo = [job for job in plan.jobs if job_key(job) not in done]
     if done:
-        echo(f"raynas: {len(done)} of {len(plan.jobs)} gradient runs already finished")
+        echo(f"raynas: {len(done)} of {len(plan.jobs)} gradient runs already done")
     stopped: set[str] = set()
     scheduler = _recording(create_scheduler(plan.scheduler), stopped)
     logger_cb = GradientLogger(tracker, parent, space, out_dir)
@@ -333,8 +341,10 @@ def run_gradient_phase(
                 trial_id = str(metrics.get("trial_id") or Path(result.path).name)
                 if trial_id not in stopped:
                     interrupted += 1
-                elif trial_id in logger_cb.runs:
-                    tracker.set_tag(logger_cb.runs[trial_id], TAG_STOPPED, "true")
+                elif trial_id in logger_cb.runs and trial_id in logger_cb.last_arch:
+                    # Stopped by the scheduler: done, its answer the last epoch's cell.
+                    tracker.log_batch(logger_cb.runs[trial_id], tags={
+                        TAG_STOPPED: "true", TAG_DERIVED: logger_cb.last_arch[trial_id]})
         if interrupted:
             raise KeyboardInterrupt(f"{interrupted} gradient runs stopped before finishing")
     tracker.flush()

@@ -400,7 +400,7 @@ def _gradient_phase(
     )
     comps.searcher.extend(derived)
     left = comps.searcher.remaining
-    echo(f"raynas: {len(derived)} gradient runs finished; {left} distinct architectures "
+    echo(f"raynas: {len(derived)} gradient runs done; {left} distinct architectures "
          "to evaluate")
     return left
 

@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from raynas.cli.main import main
-from raynas.gradient.phase import TAG_DERIVED, TAG_STOPPED
+from raynas.gradient.phase import TAG_DERIVED, TAG_STOPPED, finished_runs
 
 from .._store import runs, search_run, write_config
 
@@ -58,7 +58,6 @@ def test_gradient_runs_are_trials_asha_stops_a_weak_one_and_the_cell_is_evaluate
     assert main(["run", str(write_config(tmp_path, config))]) == 0
     out = capsys.readouterr().out
     assert "raynas: 2 gradient runs (darts)" in out, out
-    assert "raynas: 1 gradient runs finished; 1 distinct architectures to evaluate" in out
 
     gradient = sorted(runs(uri, "gradient"), key=lambda r: float(r.data.params["w_lr"]))
     weak, strong = gradient
@@ -75,17 +74,25 @@ def test_gradient_runs_are_trials_asha_stops_a_weak_one_and_the_cell_is_evaluate
     table = pq.read_table(local).to_pylist()
     assert len(table) == 3 * 6 * 5 and {r["epoch"] for r in table} == {1, 2, 3}
 
-    derived = strong.data.tags[TAG_DERIVED]
-    (trial,) = runs(uri, "trial")
-    assert trial.info.status == "FINISHED" and trial.data.tags["raynas.arch"] == derived
-    assert 0 < trial.data.metrics["val_acc"] <= 100
-    rows = pq.read_table(next((tmp_path / "out").rglob("trials.parquet"))).to_pylist()
-    assert [r["arch"] for r in rows] == [derived]
+    # The stopped run is done too: its answer is its last epoch's cell, and a resume would
+    # not run it again.
+    assert weak.data.tags[TAG_DERIVED] == weak.data.tags["raynas.arch"]
+    derived = {strong.data.tags[TAG_DERIVED], weak.data.tags[TAG_DERIVED]}
     parent = search_run(uri)
-    assert parent.info.status == "FINISHED" and parent.data.metrics["num_trials"] == 1
+    assert set(finished_runs(client, parent.info.run_id).values()) == derived
+    assert f"raynas: 2 gradient runs done; {len(derived)} distinct architectures" in out
+    trials = runs(uri, "trial")
+    assert {t.data.tags["raynas.arch"] for t in trials} == derived
+    assert all(t.info.status == "FINISHED" and 0 < t.data.metrics["val_acc"] <= 100
+               for t in trials)
+    rows = pq.read_table(next((tmp_path / "out").rglob("trials.parquet"))).to_pylist()
+    assert {r["arch"] for r in rows} == derived
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["num_trials"] == len(derived)
     assert main(["report", parent.info.run_id, "--tracking-uri", uri,
                  "--output-dir", str(tmp_path / "report")]) == 0
-    assert derived in capsys.readouterr().out
+    report = capsys.readouterr().out
+    assert any(arch in report for arch in derived)
 
 
 @pytest.mark.ray
@@ -130,7 +137,7 @@ def test_a_search_killed_in_its_gradient_phase_resumes_the_unfinished_runs(
 
     assert main(["resume", parent.info.run_id, "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
-    assert f"raynas: {len(finished)} of 3 gradient runs already finished" in out
+    assert f"raynas: {len(finished)} of 3 gradient runs already done" in out
     done = [r for r in runs(uri, "gradient") if r.info.status == "FINISHED"]
     assert sorted(r.data.params["method"] for r in done) == ["darts", "fairdarts", "gdas"]
     assert {r.info.run_id for r in finished} <= {r.info.run_id for r in done}  # not rerun
