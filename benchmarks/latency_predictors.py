@@ -340,7 +340,7 @@ def service(args: argparse.Namespace, model_dir: Path):
 # --------------------------------------------------------------------------- 5. fewshot
 def fewshot(table: Path, args: argparse.Namespace) -> tuple[dict[str, float], list[list[Any]]]:
     """Leave each device out; predict it from ``args.shots`` of its measurements."""
-    from raynas.latency.fewshot import fit_from_table, predict_table
+    from raynas.latency.fewshot import fit_from_columns, predict_columns
     from raynas.latency.measure import latency_stats, read_latency_columns
 
     archs, columns = read_latency_columns(table)
@@ -349,8 +349,9 @@ def fewshot(table: Path, args: argparse.Namespace) -> tuple[dict[str, float], li
     for device in columns:
         rhos, within = [], []
         for draw in range(args.draws):
-            model, used = fit_from_table(table, device, shots=args.shots, seed=args.seed + draw)
-            _, predicted = predict_table(model, table)
+            model, used = fit_from_columns(archs, columns, device, shots=args.shots,
+                                           seed=args.seed + draw)
+            predicted = predict_columns(model, columns)
             seen = set(used)
             rest = np.array([a not in seen for a in archs]) & np.isfinite(columns[device])
             stats = latency_stats(predicted[rest], columns[device][rest])

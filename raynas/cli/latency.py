@@ -133,16 +133,16 @@ def _few_shot(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from raynas.latency.fewshot import fit_from_table, predict_table
-    from raynas.latency.measure import latency_stats, read_latency_columns
+    from raynas.latency.fewshot import fit_from_columns, predict_columns, read_inputs
+    from raynas.latency.measure import latency_stats
 
-    model, used = fit_from_table(args.table, args.device, shots=args.few_shot, seed=args.seed,
-                                 measured=args.measured)
+    archs, columns, measured = read_inputs(args.table, args.device, args.measured)
+    model, used = fit_from_columns(archs, columns, args.device, shots=args.few_shot,
+                                   seed=args.seed, measured=measured)
     path = model.save(args.output)
     line = (f"raynas: {args.device} from {len(used)} measured architectures and "
             f"{len(model.references)} reference devices ({', '.join(model.references)})")
-    archs, predicted = predict_table(model, args.table)
-    _, columns = read_latency_columns(args.table)
+    predicted = predict_columns(model, columns)
     if args.device in columns:  # measured rows the fit did not use: report the fit on them
         seen = set(used)
         rest = [i for i, a in enumerate(archs) if a not in seen

@@ -30,8 +30,8 @@ from ray.tune.logger import LoggerCallback
 from ray.tune.schedulers import TrialScheduler
 
 from raynas.evaluators.data import resolve_spec
-from raynas.gradient.methods import METHODS, options_from_mapping
-from raynas.gradient.trial import ARCH_KEY, DERIVED_KEY, gradient_trial
+from raynas.gradient.methods import options_from_mapping
+from raynas.gradient.trial import ARCH_KEY, DERIVED_KEY, PROBABILITIES_KEY, gradient_trial
 from raynas.run.config import Component, ConfigError, short
 from raynas.tracking.store import (
     TAG_ARCH,
@@ -143,17 +143,12 @@ def close_interrupted(tracker: Tracker, parent: str) -> int:
     return len(left)
 
 
-def _probabilities(alpha: np.ndarray, method: str) -> np.ndarray:
-    if METHODS[method].relaxation == "sigmoid":
-        s = 1.0 / (1.0 + np.exp(-alpha))
-        return s / s.sum(axis=-1, keepdims=True)
-    e = np.exp(alpha - alpha.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def write_alpha(space: SearchSpace, method: str,
+                history: list[tuple[int, np.ndarray, np.ndarray]], folder: Path) -> list[Path]:
+    """Alpha and its probabilities over epochs: a Parquet table and a plot (a panel a decision).
 
-
-def write_alpha(space: SearchSpace, method: str, history: list[tuple[int, np.ndarray]],
-                folder: Path) -> list[Path]:
-    """Alpha over epochs as a Parquet table and a plot (one panel per decision)."""
+    ``history`` holds ``(epoch, alpha, probabilities)``, both ``(decisions, choices)``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,8 +156,7 @@ def write_alpha(space: SearchSpace, method: str, history: list[tuple[int, np.nda
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for epoch, alpha in history:
-        prob = _probabilities(alpha, method)
+    for epoch, alpha, prob in history:
         for k, d in enumerate(space.decisions):
             for j, choice in enumerate(d.choices):
                 rows.append({"epoch": epoch, "decision": d.name, "choice": str(choice),
@@ -173,12 +167,11 @@ def write_alpha(space: SearchSpace, method: str, history: list[tuple[int, np.nda
     cols = min(3, len(decisions))
     nrows = -(-len(decisions) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
-    epochs = [e for e, _ in history]
+    epochs = [e for e, _, _ in history]
     for k, d in enumerate(decisions):
         ax = axes[k // cols][k % cols]
         for j, choice in enumerate(d.choices):
-            ax.plot(epochs, [_probabilities(a, method)[k, j] for _, a in history],
-                    label=str(choice))
+            ax.plot(epochs, [p[k, j] for _, _, p in history], label=str(choice))
         ax.set_title(d.name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("probability")
@@ -202,7 +195,7 @@ class GradientLogger(LoggerCallback):
         self.space = space
         self.out_dir = out_dir
         self.runs: dict[str, str] = {}
-        self.history: dict[str, list[tuple[int, np.ndarray]]] = {}
+        self.history: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
         self.derived: dict[str, str] = {}
         self.last_arch: dict[str, str] = {}
         self.ended: set[str] = set()
@@ -239,7 +232,7 @@ class GradientLogger(LoggerCallback):
                           for d in self.space.decisions], dtype=float)
         history = self.history.setdefault(trial.trial_id, [])
         if not history or history[-1][0] != epoch:
-            history.append((epoch, alpha))
+            history.append((epoch, alpha, np.array(result[PROBABILITIES_KEY], dtype=float)))
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         """Attach the alpha table and plot; close the run (FINISHED only with an answer)."""

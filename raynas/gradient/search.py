@@ -40,6 +40,7 @@ class EpochRecord:
     arch_loss: float  # the architecture objective on the second half (NaN before alpha moves)
     seconds: float
     alpha: list[list[float]]  # per edge, per operation
+    probabilities: list[list[float]]  # alpha under the method's relaxation, normalised per edge
     tau: float | None = None  # GDAS's temperature this epoch
     aux_skip: float | None = None  # DARTS-'s auxiliary skip weight this epoch
     eigenvalue: float | None = None  # DARTS-ES: dominant Hessian eigenvalue w.r.t. alpha
@@ -131,12 +132,16 @@ class GradientSearch:
                 num_classes=num_classes, in_channels=in_channels, channels=options.channels,
                 cells_per_stage=depth, alpha=self.net.alpha,
             ).to(self.device)
-        self.w_params = list(self.net.weight_parameters())
+        arch_ids = {id(p) for p in self.net.arch_parameters()}
+        # Names and tensors of the weights, in one order (the unrolled step overrides them).
+        self.w_named = [(n, p) for n, p in self.net.named_parameters() if id(p) not in arch_ids]
+        self.w_params = [p for _, p in self.w_named]
         self.w_opt = torch.optim.SGD(self.w_params, lr=options.w_lr,
                                      momentum=options.w_momentum,
                                      weight_decay=options.w_weight_decay)
+        self.e_params = [] if self.eval_net is None else self.eval_net.weight_parameters()
         self.e_opt = None if self.eval_net is None else torch.optim.SGD(
-            self.eval_net.weight_parameters(), lr=options.w_lr, momentum=options.w_momentum,
+            self.e_params, lr=options.w_lr, momentum=options.w_momentum,
             weight_decay=options.w_weight_decay)
         self.a_opt = torch.optim.Adam(self.net.arch_parameters(), lr=options.a_lr,
                                       betas=(options.a_beta1, options.a_beta2),
@@ -186,7 +191,7 @@ class GradientSearch:
                 teacher = self._logits(x)
             e_loss = F.cross_entropy(logits, y) + self._distill(logits, teacher)
             e_loss.backward()
-            nn.utils.clip_grad_norm_(self.eval_net.weight_parameters(), self.options.grad_clip)
+            nn.utils.clip_grad_norm_(self.e_params, self.options.grad_clip)
             self.e_opt.step()
         return loss.item()
 
@@ -209,8 +214,8 @@ class GradientSearch:
         approximated by finite differences at w +- eps * grad_w' L_val.
         """
         net = self.net
-        names = [n for n, p in net.named_parameters() if id(p) in {id(q) for q in self.w_params}]
-        weights = [dict(net.named_parameters())[n] for n in names]
+        names = [n for n, _ in self.w_named]
+        weights = self.w_params
         arch = net.arch_parameters()
         xi = self.w_opt.param_groups[0]["lr"]
         wd, momentum = self.options.w_weight_decay, self.options.w_momentum
@@ -340,15 +345,17 @@ class GradientSearch:
                 train_losses.append(self._weight_step(xb, yb))
             arch = self.space.to_string(self.net.derive())
             history.append(arch)
+            probabilities = self.net.probabilities(self.spec.relaxation)
             record = EpochRecord(
                 epoch=epoch, arch=arch,
                 supernet_val_acc=self._accuracy(data.x_val, data.y_val),
                 param_free_fraction=self.space.parameter_free_fraction(arch),
-                alpha_entropy=_entropy(self.net.probabilities(self.spec.relaxation)),
+                alpha_entropy=_entropy(probabilities),
                 train_loss=float(np.mean(train_losses)),
                 arch_loss=float(np.mean(arch_losses)) if arch_losses else float("nan"),
                 seconds=0.0,
                 alpha=self.net.alpha.detach().cpu().tolist(),
+                probabilities=probabilities.cpu().tolist(),
                 tau=self.tau if self.spec.relaxation == "gumbel" else None,
                 aux_skip=self.aux if self.spec.aux_skip else None,
             )

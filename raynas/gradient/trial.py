@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 ARCH_KEY = "arch"  # the derived architecture after the epoch (a string in the result)
 DERIVED_KEY = "derived_arch"  # the search's answer, in its last result
+PROBABILITIES_KEY = "probabilities"  # per decision, per choice (a nested list, not a metric)
 
 
 def alpha_metrics(space: SearchSpace, alpha: list[list[float]]) -> dict[str, float]:
@@ -36,7 +37,8 @@ def gradient_trial(config: dict[str, Any], *, space_spec: Mapping[str, Any],
 
     def report(record: EpochRecord) -> None:
         metrics = {**record.metrics(), **alpha_metrics(space, record.alpha),
-                   ARCH_KEY: record.arch, "method": options.method}
+                   ARCH_KEY: record.arch, PROBABILITIES_KEY: record.probabilities,
+                   "method": options.method}
         if record.derived_arch is not None:  # the last epoch: the search's answer
             metrics[DERIVED_KEY] = record.derived_arch
             if search.peak_memory_mb() is not None:

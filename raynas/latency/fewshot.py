@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,38 +77,54 @@ class FewShotLatency:
         return cls(**data)
 
 
-def fit_from_table(path: str | Path, device: str, *, shots: int, seed: int = 0,
-                   references: Sequence[str] | None = None,
-                   measured: str | Path | None = None) -> tuple[FewShotLatency, list[str]]:
-    """A model of ``device`` from ``shots`` of its measurements; the architectures used.
-
-    The measurements are ``shots`` seeded rows of the table's ``device`` column, or the rows of
-    ``measured`` (a CSV/Parquet with ``arch_str`` and ``device``); the references are the
-    table's other devices (or ``references``), which must cover those architectures.
-    """
-    if shots < 2:
-        raise ValueError(f"--few-shot must be >= 2, got {shots}")
+def read_inputs(
+    path: str | Path, device: str, measured: str | Path | None = None
+) -> tuple[list[str], dict[str, np.ndarray], list[tuple[str, float]] | None]:
+    """The table's architectures and device columns, and the ``measured`` file's rows if given."""
     archs, columns = read_latency_columns(path)
     if not columns:
         raise ValueError(f"latency table {str(path)!r} has no device columns")
+    if measured is not None:
+        m_archs, m_values = read_latency_table(measured, device)
+        return archs, columns, list(zip(m_archs, m_values.tolist(), strict=True))
+    if device not in columns:
+        raise ValueError(f"device {device!r} is not a column of {str(path)!r}: give its "
+                         "measurements with --measured")
+    return archs, columns, None
+
+
+def fit_from_table(path: str | Path, device: str, *, shots: int, seed: int = 0,
+                   references: Sequence[str] | None = None,
+                   measured: str | Path | None = None) -> tuple[FewShotLatency, list[str]]:
+    """``fit_from_columns`` on the table at ``path`` (and ``measured``, a CSV/Parquet file)."""
+    archs, columns, pairs = read_inputs(path, device, measured)
+    return fit_from_columns(archs, columns, device, shots=shots, seed=seed,
+                            references=references, measured=pairs)
+
+
+def fit_from_columns(
+    archs: Sequence[str], columns: Mapping[str, np.ndarray], device: str, *, shots: int,
+    seed: int = 0, references: Sequence[str] | None = None,
+    measured: Sequence[tuple[str, float]] | None = None,
+) -> tuple[FewShotLatency, list[str]]:
+    """A model of ``device`` from ``shots`` of its measurements; the architectures used.
+
+    The measurements are ``shots`` seeded ones of ``measured`` (architecture, ms) or of the
+    ``device`` column; the references are the other columns (or ``references``), which must
+    cover those architectures.
+    """
+    if shots < 2:
+        raise ValueError(f"--few-shot must be >= 2, got {shots}")
     refs = [d for d in (references or columns) if d != device]
     unknown = [d for d in refs if d not in columns]
     if unknown:
         raise ValueError(f"unknown reference device {unknown[0]!r}; devices: "
                          f"{', '.join(columns)}")
     if not refs:
-        raise ValueError(f"latency table {str(path)!r} has no device besides {device!r}")
+        raise ValueError(f"the latency table has no device besides {device!r}")
     row = {a: i for i, a in enumerate(archs)}
-    if measured is not None:
-        m_archs, m_values = read_latency_table(measured, device)
-        pairs = [(a, v) for a, v in zip(m_archs, m_values, strict=True)
-                 if math.isfinite(v) and v > 0]
-    elif device in columns:
-        pairs = [(a, v) for a, v in zip(archs, columns[device], strict=True)
-                 if math.isfinite(v) and v > 0]
-    else:
-        raise ValueError(f"device {device!r} is not a column of {str(path)!r}: give its "
-                         "measurements with --measured")
+    source = measured if measured is not None else zip(archs, columns[device], strict=True)
+    pairs = [(a, float(v)) for a, v in source if math.isfinite(v) and v > 0]
     missing = [a for a, _ in pairs if a not in row]
     if missing:
         raise ValueError(f"measured architecture {missing[0][:60]!r} is not in the table")
@@ -124,11 +140,16 @@ def fit_from_table(path: str | Path, device: str, *, shots: int, seed: int = 0,
     return model, [a for a, _ in chosen]
 
 
-def predict_table(model: FewShotLatency, path: str | Path) -> tuple[list[str], np.ndarray]:
-    """The model's ms for every architecture of the table (NaN where a reference is missing)."""
-    archs, columns = read_latency_columns(path)
+def predict_columns(model: FewShotLatency, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The model's ms for every row of ``columns`` (NaN where a reference is missing)."""
     x = np.stack([columns[d] for d in model.references], axis=1)
-    out = np.full(len(archs), np.nan)
+    out = np.full(len(x), np.nan)
     ok = np.isfinite(x).all(axis=1) & (x > 0).all(axis=1)
     out[ok] = model.predict(x[ok])
-    return archs, out
+    return out
+
+
+def predict_table(model: FewShotLatency, path: str | Path) -> tuple[list[str], np.ndarray]:
+    """The model's ms for every architecture of the table at ``path``."""
+    archs, columns = read_latency_columns(path)
+    return archs, predict_columns(model, columns)
