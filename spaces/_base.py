@@ -122,6 +122,14 @@ class SearchSpace(ABC):
         """A uniformly random architecture."""
         return self.decode([int(rng.integers(n)) for n in self.dims])
 
+    def decision_groups(self) -> tuple[tuple[int, ...], ...]:
+        """Decisions that together choose one layer, as indices (FP-NAS's joint distributions).
+
+        By default every decision is its own group; a space whose layer is chosen by several
+        decisions (a block's kernel and expansion) groups them.
+        """
+        return tuple((k,) for k in range(len(self.decisions)))
+
     def mutate(self, arch: Arch, rng: np.random.Generator) -> Arch:
         """One random local change: a single decision set to another value.
 
@@ -343,3 +351,20 @@ class SearchSpace(ABC):
     def table_key(self, arch: Arch) -> str:
         """The key of ``arch``'s row in a benchmark table (its ``arch_str``)."""
         raise NotImplementedError(f"space {self.name!r} has no table_key")
+
+    # Progressive shrinking (Cai et al., "Once-for-All: Train One Network and Specialize it
+    # for Efficient Deployment", ICLR 2020): the supernet trainer's ``method="ofa"``.
+    def shrinking_order(self) -> tuple[str, ...]:
+        """The elastic dimensions, in the order progressive shrinking enables them (OFA)."""
+        raise NotImplementedError(f"space {self.name!r} has no shrinking_order")
+
+    def largest(self) -> Arch:
+        """The largest architecture: every elastic dimension at its largest value (OFA)."""
+        raise NotImplementedError(f"space {self.name!r} has no largest")
+
+    def sample_shrunk(self, rng: np.random.Generator, elastic: Sequence[str]) -> Arch:
+        """Uniform over the ``elastic`` dimensions (of ``shrinking_order``), the rest largest.
+
+        Unknown dimension names raise ``ValueError`` naming them (OFA's progressive shrinking).
+        """
+        raise NotImplementedError(f"space {self.name!r} has no sample_shrunk")

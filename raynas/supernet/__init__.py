@@ -1,4 +1,4 @@
-"""Weight-sharing supernets: training (SPOS, GreedyNAS), the SupernetHost actor, evaluation.
+"""Weight-sharing supernets: training (SPOS, GreedyNAS, OFA), the SupernetHost actor, evaluation.
 
 Names load lazily, so ``import raynas.supernet`` imports neither torch nor ray.
 """

@@ -33,8 +33,27 @@ def _trainer_parameters() -> set[str]:
     return {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
 
+def _ofa_options(
+    space: SearchSpace, train_steps: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    """``options`` checked for ``method="ofa"``; phases default to ``train_steps`` split evenly."""
+    from raynas.supernet.ofa import ofa_phase_starts, ofa_schedule
+
+    options = dict(options)
+    if options.get("ofa_phase_steps") is None and options.get("total_steps") is None:
+        if train_steps < 1:
+            raise ValueError("method 'ofa' needs train_steps >= 1, total_steps or "
+                             "ofa_phase_steps to place its shrinking phases")
+        if space.provides("shrinking_order"):
+            options["ofa_phase_steps"] = list(
+                ofa_phase_starts(train_steps, len(space.shrinking_order())))
+    # The trainer's own checks, on the driver: a bad config stops before any actor starts.
+    ofa_schedule(space, options.get("ofa_phase_steps"), options.get("total_steps"))
+    return options
+
+
 class SupernetEvaluator(Evaluator):
-    """Evaluate paths of a supernet trained once before the search (SPOS / GreedyNAS).
+    """Evaluate paths of a supernet trained once before the search (SPOS / GreedyNAS / OFA).
 
     ``setup`` (driver side) starts ``replicas`` ``SupernetHost`` actors named
     ``f"{host_name}-{i}"`` (``replicas="per_node"``: one pinned to each node that fits
@@ -61,6 +80,10 @@ class SupernetEvaluator(Evaluator):
     ``time_attr: finetune_steps`` (make ``grace_period`` a multiple of ``finetune_chunk``
     and ``max_t`` equal to ``finetune_steps``). On CPU the same arch, weights and ``seed``
     give the same numbers. ``finetune_steps=0`` (the default) keeps the plain lookup.
+
+    ``method="ofa"`` (progressive shrinking, see ``SupernetTrainer``) needs a space with
+    ``shrinking_order``; without ``ofa_phase_steps`` or ``total_steps`` its phases split
+    ``train_steps`` evenly.
 
     Example:
         >>> from spaces import create_space
@@ -119,6 +142,8 @@ class SupernetEvaluator(Evaluator):
 
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if method == "ofa":
+            trainer_options = _ofa_options(space, train_steps, trainer_options)
         self.space = space
         # A fresh name per evaluator unless given; setup(search_id=...) names it after the
         # search, so a resumed search's host and checkpoint keep the name.

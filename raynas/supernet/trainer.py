@@ -1,4 +1,4 @@
-"""Train a weight-sharing supernet (SPOS or GreedyNAS) and evaluate its paths (imports torch)."""
+"""Train a weight-sharing supernet (SPOS, GreedyNAS, OFA) and evaluate its paths (imports torch)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ import torch
 from torch import nn
 
 from raynas.evaluators.data import load_dataset, resolve_spec
+from raynas.supernet.ofa import distillation_loss, ofa_schedule
 from raynas.supernet.pool import CandidatePool
 from raynas.supernet.private_bn import private_batchnorms, route_batchnorms
 from spaces import Arch, SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("spos", "greedynas")
+METHODS: tuple[str, ...] = ("spos", "greedynas", "ofa")
 CHECKPOINT_FORMAT = 1
 _CACHE_SIZE = 100_000
 
@@ -76,6 +77,10 @@ def _check_positive(**values: Any) -> None:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
 
 
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
 class SupernetTrainer:
     """One supernet, its data and optimizer: train single paths, evaluate inherited weights.
 
@@ -87,6 +92,21 @@ class SupernetTrainer:
     ``greedy_val_batch`` images drawn from the *validation split* (no grad, batch
     statistics); accumulates the gradients of the ``greedy_k`` best on the step's training
     batch (each loss divided by k) into one SGD step; and offers those k to the pool.
+
+    ``method="ofa"`` is Once-for-All's progressive shrinking (Cai et al., "Once-for-All:
+    Train One Network and Specialize it for Efficient Deployment", ICLR 2020) with in-place
+    distillation (Yu et al., "BigNAS", ECCV 2020). Phase 0 trains the space's ``largest()``
+    network only; phase ``p >= 1`` enables the first ``p`` dimensions of the space's
+    ``shrinking_order()`` (MobileNet: kernel, then depth, then expansion) and begins at the
+    0-based step ``ofa_phase_steps[p - 1]`` (default: ``total_steps`` split evenly into
+    ``len(order) + 1`` phases). Every step back-propagates the largest network's cross
+    entropy; from phase 1 on it also samples ``ofa_subnets`` sub-networks with
+    ``space.sample_shrunk(rng, enabled)`` and back-propagates each one's cross entropy plus
+    ``ofa_kd_weight`` times its distillation loss against the largest network's logits of
+    the same step (detached, temperature ``ofa_kd_temperature``); the losses are summed (as
+    in OFA and BigNAS, not averaged) into one SGD step. Its step records add ``phase``,
+    ``elastic_dims`` (enabled dimensions), ``subnet_loss``, ``subnet_acc`` and ``kd_loss``
+    (NaN in phase 0); ``loss`` and ``acc`` are the largest network's.
 
     ``evaluate`` recalibrates copies of the path's batch norms on ``calib_batches`` fixed
     training batches (chosen once from ``seed``) and measures the validation split with
@@ -128,6 +148,10 @@ class SupernetTrainer:
         greedy_eps_steps: int = 1000,
         pool_size: int = 1000,
         greedy_val_batch: int = 128,
+        ofa_phase_steps: Sequence[int] | None = None,
+        ofa_subnets: int = 2,
+        ofa_kd_weight: float = 1.0,
+        ofa_kd_temperature: float = 1.0,
         calib_batches: int = 4,
         eval_batch_size: int = 512,
         checkpoint_path: str | os.PathLike[str] | None = None,
@@ -137,13 +161,20 @@ class SupernetTrainer:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         _check_positive(batch_size=batch_size, greedy_m=greedy_m, greedy_k=greedy_k,
                         pool_size=pool_size, greedy_val_batch=greedy_val_batch,
-                        calib_batches=calib_batches, eval_batch_size=eval_batch_size)
+                        calib_batches=calib_batches, eval_batch_size=eval_batch_size,
+                        ofa_subnets=ofa_subnets)
         if greedy_k > greedy_m:
             raise ValueError(f"greedy_k must be <= greedy_m, got {greedy_k} > {greedy_m}")
         if not 0.0 <= greedy_eps_max <= 1.0:
             raise ValueError(f"greedy_eps_max must be in [0, 1], got {greedy_eps_max!r}")
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
+        for label, number, zero_ok in (("ofa_kd_weight", ofa_kd_weight, True),
+                                       ("ofa_kd_temperature", ofa_kd_temperature, False)):
+            if (isinstance(number, bool) or not isinstance(number, (int, float))
+                    or not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok)):
+                bound = ">= 0" if zero_ok else "> 0"
+                raise ValueError(f"{label} must be a finite number {bound}, got {number!r}")
         for label, value in (("total_steps", total_steps), ("num_threads", num_threads),
                              ("train_subset", train_subset), ("val_subset", val_subset)):
             if value is not None:
@@ -151,6 +182,11 @@ class SupernetTrainer:
         self.space = space_of(space)
         if not self.space.provides("build_supernet"):
             raise ValueError(f"space {self.space.name!r} has no supernet (build_supernet)")
+        self.ofa_phase_steps: tuple[int, ...] = ()
+        if method == "ofa":
+            self.ofa_phase_steps = ofa_schedule(self.space, ofa_phase_steps, total_steps)
+        self.ofa_subnets, self.ofa_kd_weight = ofa_subnets, float(ofa_kd_weight)
+        self.ofa_kd_temperature = float(ofa_kd_temperature)
         self.method, self.seed = method, seed
         self.batch_size, self.lr, self.total_steps = batch_size, lr, total_steps
         self.grad_clip, self.num_threads = grad_clip, num_threads
@@ -169,7 +205,9 @@ class SupernetTrainer:
             "greedy_m": greedy_m, "greedy_k": greedy_k, "greedy_eps_max": greedy_eps_max,
             "greedy_eps_steps": greedy_eps_steps, "pool_size": pool_size,
             "calib_batches": calib_batches, "train_subset": train_subset,
-            "val_subset": val_subset,
+            "val_subset": val_subset, "ofa_phase_steps": list(self.ofa_phase_steps),
+            "ofa_subnets": ofa_subnets, "ofa_kd_weight": self.ofa_kd_weight,
+            "ofa_kd_temperature": self.ofa_kd_temperature,
         }
         self._load_data(data_seed, train_subset, val_subset, calib_batches)
         with torch.random.fork_rng(devices=[]):
@@ -253,6 +291,8 @@ class SupernetTrainer:
                 xb, yb = self._train_batch(self.step)
                 if self.method == "spos":
                     record = self._update([self._arch(self.space.sample(self.rng))], xb, yb)
+                elif self.method == "ofa":
+                    record = self._ofa_step(xb, yb)
                 else:
                     record = self._greedy_step(xb, yb)
                 self.step += 1
@@ -261,6 +301,57 @@ class SupernetTrainer:
             self.supernet.eval()
         self.train_time_s += time.perf_counter() - start
         return records
+
+    def ofa_phase(self, step: int | None = None) -> int:
+        """OFA phase of 0-based ``step`` (default: the next one): its number of elastic dims."""
+        step = self.step if step is None else step
+        return sum(start <= step for start in self.ofa_phase_steps)
+
+    def _ofa_step(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, float]:
+        """Largest network's CE, plus CE and in-place distillation of sampled sub-networks."""
+        phase = self.ofa_phase()
+        elastic = self.space.shrinking_order()[:phase]
+        students = [self._arch(self.space.sample_shrunk(self.rng, elastic))
+                    for _ in range(self.ofa_subnets if phase else 0)]
+        info = {"phase": float(phase), "elastic_dims": float(len(elastic))}
+        failed = {"loss": math.nan, "acc": math.nan, "subnet_loss": math.nan,
+                  "subnet_acc": math.nan, "kd_loss": math.nan, **info}
+        self.optimizer.zero_grad(set_to_none=True)
+        largest = self._arch(self.space.largest())
+        logits = self.supernet(xb, largest)
+        loss = nn.functional.cross_entropy(logits, yb)
+        if not torch.isfinite(loss):
+            logger.warning("non-finite loss of the largest network at step %d: update skipped",
+                           self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            return failed
+        loss.backward()
+        teacher = logits.detach()
+        sub_losses, sub_accs, kd_losses = [], [], []
+        for arch in students:
+            out = self.supernet(xb, arch)
+            kd = distillation_loss(out, teacher, self.ofa_kd_temperature)
+            total = nn.functional.cross_entropy(out, yb) + self.ofa_kd_weight * kd
+            if not torch.isfinite(total):
+                logger.warning("non-finite loss on %s at step %d: update skipped", arch,
+                               self.step)
+                self.optimizer.zero_grad(set_to_none=True)
+                return failed
+            total.backward()
+            sub_losses.append(float(total.detach()))
+            kd_losses.append(float(kd.detach()))
+            sub_accs.append(100.0 * float((out.argmax(1) == yb).float().mean()))
+        self._clip_and_step()
+        return {"loss": float(loss.detach()),
+                "acc": 100.0 * float((teacher.argmax(1) == yb).float().mean()),
+                "subnet_loss": _mean(sub_losses), "subnet_acc": _mean(sub_accs),
+                "kd_loss": _mean(kd_losses), **info}
+
+    def _clip_and_step(self) -> None:
+        if self.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.supernet.parameters(), self.grad_clip)
+        # Parameters off the path have grad None, so SGD leaves them (and their momentum) alone.
+        self.optimizer.step()
 
     def _update(
         self, archs: Sequence[Arch], xb: torch.Tensor, yb: torch.Tensor
@@ -278,10 +369,7 @@ class SupernetTrainer:
             (loss / len(archs)).backward()
             losses.append(float(loss.detach()))
             accs.append(100.0 * float((logits.argmax(1) == yb).float().mean()))
-        if self.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.supernet.parameters(), self.grad_clip)
-        # Parameters off the path have grad None, so SGD leaves them (and their momentum) alone.
-        self.optimizer.step()
+        self._clip_and_step()
         return {"loss": float(np.mean(losses)), "acc": float(np.mean(accs))}
 
     def _greedy_step(self, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, float]:

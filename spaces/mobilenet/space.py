@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 # Once-for-All's MobileNetV3 space (Cai et al., 2020): widths after a 16-channel stem.
 OFA_WIDTHS: tuple[int, ...] = (24, 40, 80, 112, 160)
 OFA_STRIDES: tuple[int, ...] = (2, 2, 2, 1, 2)
+# Progressive shrinking's order (Cai et al., 2020): elastic kernel, then depth, then expansion.
+SHRINKING_ORDER: tuple[str, ...] = ("kernel", "depth", "expand")
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,11 @@ class MobileNetSpace(SearchSpace):
         per_block = len(self.kernel_choices) * len(self.expand_choices)
         per_stage = sum(per_block**d for d in self.depth_choices)
         return int(per_stage**self.num_stages)
+
+    def decision_groups(self) -> tuple[tuple[int, ...], ...]:
+        """Each stage's depth alone, each block slot's kernel and expansion together."""
+        n, slots = self.num_stages, self.num_stages * self.max_depth
+        return tuple((k,) for k in range(n)) + tuple((n + b, n + slots + b) for b in range(slots))
 
     def active_blocks(self, arch: Arch) -> tuple[int, ...]:
         """Slot indices of the blocks ``arch`` uses, in network order."""
@@ -376,6 +383,54 @@ class MobileNetSpace(SearchSpace):
         from spaces.mobilenet.strings import encode_strings
 
         return encode_strings(self, texts)
+
+    # Progressive shrinking (Cai et al., "Once-for-All", ICLR 2020, section 3.2).
+    def shrinking_order(self) -> tuple[str, ...]:
+        """OFA's order: elastic kernel size, then elastic depth, then elastic expansion."""
+        return SHRINKING_ORDER
+
+    def largest(self) -> MobileNetArch:
+        """The largest network: every stage at max depth, every block max kernel and expansion."""
+        slots = self.num_stages * self.max_depth
+        return MobileNetArch(
+            (self.max_depth,) * self.num_stages,
+            (max(self.kernel_choices),) * slots,
+            (max(self.expand_choices),) * slots,
+        )
+
+    def sample_shrunk(self, rng: np.random.Generator, elastic: Sequence[str]) -> MobileNetArch:
+        """Uniform depths, kernels or expansions where named in ``elastic``, the rest largest.
+
+        ``elastic`` names dimensions of ``shrinking_order()`` (``"kernel"``, ``"depth"``,
+        ``"expand"``); each elastic value is drawn uniformly per stage (depth) or per block
+        slot (kernel, expansion), as ``sample`` draws it. Unknown names raise ``ValueError``.
+        """
+        if isinstance(elastic, str) or not isinstance(elastic, Sequence):
+            raise ValueError(
+                f"elastic must be a sequence of dimension names of {list(SHRINKING_ORDER)}, "
+                f"got {elastic!r}"
+            )
+        unknown = sorted({str(e) for e in elastic} - set(SHRINKING_ORDER))
+        if unknown:
+            raise ValueError(
+                f"unknown elastic dimension(s) {', '.join(map(repr, unknown))} of space "
+                f"{self.name!r}; known: {', '.join(SHRINKING_ORDER)}"
+            )
+        big = self.largest()
+        slots = self.num_stages * self.max_depth
+
+        def draw(
+            name: str, choices: tuple[int, ...], n: int, fixed: tuple[int, ...]
+        ) -> tuple[int, ...]:
+            if name not in elastic:
+                return fixed
+            return tuple(int(choices[i]) for i in rng.integers(len(choices), size=n))
+
+        return MobileNetArch(
+            draw("depth", self.depth_choices, self.num_stages, big.depths),
+            draw("kernel", self.kernel_choices, slots, big.kernels),
+            draw("expand", self.expand_choices, slots, big.expands),
+        )
 
     def latency_layout(self) -> LatencyLayout:
         """Block choices per stage and position, timed once each (``spaces.mobilenet.latency``)."""

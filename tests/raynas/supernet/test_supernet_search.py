@@ -1,4 +1,4 @@
-"""A GreedyNAS search end to end: supernet host pool -> GreedyNASSearch -> Tune -> MLflow."""
+"""Supernet searches end to end: GreedyNAS pool -> GreedyNASSearch -> Tune -> MLflow, and more."""
 
 from __future__ import annotations
 
@@ -91,3 +91,23 @@ def test_trial_that_cannot_fit_beside_the_host_is_refused(tmp_path, ray_session)
     cfg = parse_config({**cfg.to_dict(), "budget": {"trials": 1, "cpus_per_trial": 3}})
     with pytest.raises(ConfigError, match="no Ray node has that many CPUs"):
         run_search(cfg, echo=lambda line: None)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ofa_supernet_search_end_to_end(tmp_path, ray_session) -> None:
+    """``method: ofa`` through config -> SupernetHost -> trials, as ``spos`` goes."""
+    cfg = parse_config({
+        "name": "ofa",
+        "space": {"name": "mobilenet", "resolution": 16, "widths": [16, 24], "strides": [2, 2],
+                  "head_width": 32},
+        "searcher": {"name": "random"},
+        "evaluator": {"name": "supernet", "method": "ofa", "train_steps": 8, "num_threads": 1,
+                      "batch_size": 32, "ofa_subnets": 2},
+        "budget": {"trials": 4, "concurrency": 1, "cpus_per_trial": 0.5},
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        "output_dir": str(tmp_path / "out"),
+    })
+    result = run_search(cfg, echo=lambda line: None)
+    assert result.num_trials == 4 and result.num_failed == 0
+    assert all(0 <= row["val_acc"] <= 100 and row["supernet_step"] == 8 for row in result.rows)
