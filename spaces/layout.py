@@ -8,7 +8,7 @@ the keys. The timing, the Parquet file and the predictions live in ``raynas.late
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -46,6 +46,14 @@ class LatencyLayout(Protocol):
 
     def compile(self, entries: Mapping[str, float]) -> Callable[[np.ndarray], np.ndarray]:
         """A function from index vectors ``(n, d)`` to the sum of their variable entries."""
+        ...
+
+    def expected(self, entries: Mapping[str, float],
+                 probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The variable sum's expectation when decision ``k`` is drawn from ``probabilities[k]``.
+
+        Differentiable in the probabilities (torch): ProxylessNAS's latency loss.
+        """
         ...
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 
@@ -18,6 +19,10 @@ class MethodSpec:
     zero_one: bool = False  # FairDARTS's zero-one loss on the sigmoids
     stop: str | None = None  # "dartsplus" or "hessian": an early-stopping rule
     cyclic: bool = False  # CDARTS: a deeper evaluation network trained beside the search one
+    # Single-path methods on the space's weight-sharing supernet (raynas.gradient.paths):
+    # "proxyless" (binarised paths, two-path gate gradients), "parsec" (a fixed number of
+    # sampled architectures per step) or "fpnas" (that number adapted to the entropy).
+    sampling: str | None = None
     citation: str = ""
 
 
@@ -33,7 +38,13 @@ METHODS: dict[str, MethodSpec] = {
     "dartsminus": MethodSpec(aux_skip=True, citation="Chu et al., DARTS-, ICLR 2021"),
     "pcdarts": MethodSpec(partial_channels=4, citation="Xu et al., PC-DARTS, ICLR 2020"),
     "cdarts": MethodSpec(cyclic=True, citation="Yu et al., Cyclic DARTS, TPAMI 2022"),
+    "proxyless": MethodSpec(sampling="proxyless",
+                            citation="Cai et al., ProxylessNAS, ICLR 2019"),
+    "parsec": MethodSpec(sampling="parsec",
+                         citation="Casale et al., Probabilistic NAS (PARSEC), 2019"),
+    "fpnas": MethodSpec(sampling="fpnas", citation="Yan et al., FP-NAS, CVPR 2021"),
 }
+LATENCY_LOSSES = ("hinge", "absolute", "linear")
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,18 @@ class GradientOptions:
     eval_cells: int | None = None  # CDARTS's evaluation network depth (None: 2x the search's)
     distill_weight: float = 1.0  # CDARTS: weight of the distillation term
     distill_temperature: float = 1.0
+    # Hardware-aware, single-path methods (proxyless, parsec, fpnas):
+    latency_table: str | None = None  # a layer-wise lookup table (raynas latency build)
+    target_ms: float | None = None  # the latency the search aims at
+    latency_weight: float = 1.0  # weight of the latency term (needs target_ms)
+    latency_loss: str = "hinge"  # hinge: w*max(0, L/T-1) (FP-NAS); absolute: w*|L/T-1|;
+    # linear: w*L/T (ProxylessNAS's lambda * E[LAT])
+    target_tolerance: float = 0.1  # derive the most probable architecture within this of it
+    derive_samples: int = 2000  # architectures drawn to find it
+    samples_max: int = 16  # PARSEC's architectures per step; FP-NAS's at full entropy
+    samples_min: int = 2  # FP-NAS's fewest per step
+    coarse_epochs: int | None = None  # FP-NAS: epochs on the factorised distribution (None: half)
+    calib_batches: int = 4  # batches re-estimating a path's batch norms before it is measured
     device: str = "auto"
 
     @property
@@ -97,10 +120,12 @@ class GradientOptions:
 
 
 _POSITIVE_INT = ("epochs", "batch_size", "hessian_window", "hessian_lag", "hessian_batches",
-                 "hessian_iterations", "stable_epochs", "max_skip")
+                 "hessian_iterations", "stable_epochs", "max_skip", "samples_max", "samples_min",
+                 "calib_batches", "derive_samples")
 _POSITIVE = ("w_lr", "a_lr", "tau_max", "tau_min", "distill_temperature", "grad_clip")
 _NON_NEGATIVE = ("w_lr_min", "w_momentum", "w_weight_decay", "a_weight_decay",
-                 "zero_one_weight", "aux_skip_start", "distill_weight", "warmup_epochs")
+                 "zero_one_weight", "aux_skip_start", "distill_weight", "warmup_epochs",
+                 "latency_weight", "target_tolerance")
 
 
 def check_options(options: GradientOptions) -> GradientOptions:
@@ -111,7 +136,8 @@ def check_options(options: GradientOptions) -> GradientOptions:
         value = getattr(options, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    for name in ("channels", "cells_per_stage", "partial_channels", "eval_cells"):
+    for name in ("channels", "cells_per_stage", "partial_channels", "eval_cells",
+                 "coarse_epochs"):
         value = getattr(options, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or value < 1):
@@ -132,9 +158,34 @@ def check_options(options: GradientOptions) -> GradientOptions:
     if options.warmup_epochs >= options.epochs:
         raise ValueError(f"warmup_epochs ({options.warmup_epochs}) must be < epochs "
                          f"({options.epochs})")
+    _check_latency(options)
     if options.device not in ("auto", "cpu", "cuda") and not options.device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda[:N], got {options.device!r}")
     return options
+
+
+def _check_latency(options: GradientOptions) -> None:
+    """The latency options of the single-path methods: a table, a target, a known loss."""
+    if options.latency_loss not in LATENCY_LOSSES:
+        raise ValueError(f"latency_loss must be one of {', '.join(LATENCY_LOSSES)}, "
+                         f"got {options.latency_loss!r}")
+    if options.samples_min > options.samples_max:
+        raise ValueError(f"samples_min ({options.samples_min}) must be <= samples_max "
+                         f"({options.samples_max})")
+    target = options.target_ms
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
+                               or not target > 0):
+        raise ValueError(f"target_ms must be a number > 0, got {target!r}")
+    table = options.latency_table
+    if table is not None:
+        if not isinstance(table, str) or not Path(table).expanduser().is_file():
+            raise ValueError(f"latency_table {str(table)[:80]!r} is not a file "
+                             "(build one with raynas latency build)")
+    if target is not None and table is None:
+        raise ValueError("target_ms needs a latency_table to measure architectures against")
+    if options.spec.sampling is None and (table is not None or target is not None):
+        raise ValueError(f"latency_table and target_ms are for proxyless, parsec and fpnas; "
+                         f"method {options.method!r} does not use them")
 
 
 def options_from_mapping(values: Mapping[str, Any]) -> GradientOptions:

@@ -30,7 +30,7 @@ from ray.tune.logger import LoggerCallback
 from ray.tune.schedulers import TrialScheduler
 
 from raynas.evaluators.data import resolve_spec
-from raynas.gradient.methods import options_from_mapping
+from raynas.gradient.methods import METHODS, options_from_mapping
 from raynas.gradient.trial import ARCH_KEY, DERIVED_KEY, PROBABILITIES_KEY, gradient_trial
 from raynas.run.config import Component, ConfigError, short
 from raynas.tracking.store import (
@@ -69,28 +69,29 @@ def job_key(job: Mapping[str, Any]) -> str:
     return json.dumps(dict(job), sort_keys=True)
 
 
-def plan_from_options(options: Mapping[str, Any], *, seed: int) -> GradientPlan:
-    """The grid of runs a ``darts`` searcher's options ask for; ``ConfigError`` names a field."""
+def plan_from_options(options: Mapping[str, Any], *, seed: int,
+                      where: str = "searcher") -> GradientPlan:
+    """The grid of runs a gradient searcher's options ask for; ``ConfigError`` names a field."""
     values = dict(options)
     dataset = values.pop("dataset", "digits")
     try:
         resolve_spec(dataset)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config field 'searcher.dataset': {exc}") from None
+        raise ConfigError(f"config field '{where}.dataset': {exc}") from None
     raw_scheduler = values.pop("scheduler", None)
     scheduler = None
     if raw_scheduler is not None:
         if isinstance(raw_scheduler, str):
             raw_scheduler = {"name": raw_scheduler}
         if not isinstance(raw_scheduler, Mapping) or "name" not in raw_scheduler:
-            raise ConfigError("config field 'searcher.scheduler' must be a name or a mapping "
+            raise ConfigError(f"config field '{where}.scheduler' must be a name or a mapping "
                               f"with 'name', got {short(raw_scheduler)}")
         rest = {k: v for k, v in raw_scheduler.items() if k != "name"}
         scheduler = Component(str(raw_scheduler["name"]), rest)
     values.setdefault("seed", seed)
     for key, value in values.items():
         if isinstance(value, list) and not value:
-            raise ConfigError(f"config field 'searcher.{key}' is an empty list")
+            raise ConfigError(f"config field '{where}.{key}' is an empty list")
     axes = {k: v for k, v in values.items() if isinstance(v, list)}
     fixed = {k: v for k, v in values.items() if not isinstance(v, list)}
     jobs = []
@@ -101,19 +102,45 @@ def plan_from_options(options: Mapping[str, Any], *, seed: int) -> GradientPlan:
         except (TypeError, ValueError) as exc:
             message = str(exc)
             name = message.split()[0].strip("'") if message else ""
-            where = f"searcher.{name}" if name in job or name in values else "searcher"
+            field = f"{where}.{name}" if name in job or name in values else where
             if "unknown option" in message:
-                where = "searcher"
-            raise ConfigError(f"config field {short(where, 100)}: {message}") from None
+                field = where
+            raise ConfigError(f"config field {short(field, 100)}: {message}") from None
         jobs.append(job)
     return GradientPlan(jobs, dataset, scheduler)
 
 
-def check_space(space: SearchSpace) -> None:
-    """A ``ConfigError`` unless ``space`` has a differentiable supernet."""
-    if not space.provides("build_differentiable"):
-        raise ConfigError(f"config field 'searcher': {SEARCHER_NAME} needs a space with a "
-                          f"differentiable supernet; space {space.name!r} has none (nb201 has)")
+def check_space(space: SearchSpace, plan: GradientPlan, *, where: str = "searcher") -> None:
+    """A ``ConfigError`` unless ``space`` has what each planned method runs on."""
+    for job in plan.jobs:
+        method = str(job.get("method", "darts"))
+        if METHODS[method].sampling is None:
+            if not space.provides("build_differentiable"):
+                raise ConfigError(f"config field '{where}.method': {method} needs a space with "
+                                  f"a differentiable supernet; space {space.name!r} has none "
+                                  "(nb201 has)")
+            continue
+        if not space.provides("build_supernet"):
+            raise ConfigError(f"config field '{where}.method': {method} needs a space with a "
+                              f"weight-sharing supernet; space {space.name!r} has none")
+        if METHODS[method].sampling == "proxyless" and not hasattr(
+                space.build_supernet(), "gate_gradients"):
+            raise ConfigError(f"config field '{where}.method': proxyless needs binary-gate "
+                              f"gradients of the supernet; space {space.name!r}'s has none "
+                              "(mobilenet's has)")
+        table = job.get("latency_table")
+        if table is not None:
+            from raynas.latency.lut import LatencyTable
+
+            try:
+                lut = LatencyTable.load(table)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"config field '{where}.latency_table': {short(str(exc), 160)}"
+                                  ) from None
+            if [d.choices for d in lut.space.decisions] != [d.choices for d in space.decisions]:
+                raise ConfigError(f"config field '{where}.latency_table': {short(table)} is for "
+                                  f"space {lut.space.name!r} with other choices than this "
+                                  "search's space; build it for this space")
 
 
 def _gradient_runs(client: MlflowClient, parent: str) -> list[Any]:
@@ -178,12 +205,20 @@ def write_alpha(space: SearchSpace, method: str,
     for k in range(len(decisions), nrows * cols):
         axes[k // cols][k % cols].axis("off")
     axes[0][0].legend(fontsize="small")
-    fig.suptitle(f"{method}: operation probabilities per edge")
+    fig.suptitle(f"{method}: probability of each choice, per decision")
     fig.tight_layout()
     plot = folder / "alpha.png"
     fig.savefig(plot, dpi=80)
     plt.close(fig)
     return [table, plot]
+
+
+def _matrix(rows: list[list[float]]) -> np.ndarray:
+    """Rows of unequal length (decisions with fewer choices) as a NaN-padded matrix."""
+    out = np.full((len(rows), max((len(r) for r in rows), default=0)), np.nan)
+    for k, row in enumerate(rows):
+        out[k, :len(row)] = row
+    return out
 
 
 class GradientLogger(LoggerCallback):
@@ -228,11 +263,11 @@ class GradientLogger(LoggerCallback):
             self.derived[trial.trial_id] = result[DERIVED_KEY]
             tags[TAG_DERIVED] = result[DERIVED_KEY]
         self.tracker.log_batch(run, metrics=metrics, step=epoch, tags=tags)
-        alpha = np.array([[result.get(f"alpha/{d.name}/{c}", np.nan) for c in d.choices]
-                          for d in self.space.decisions], dtype=float)
+        alpha = _matrix([[result.get(f"alpha/{d.name}/{c}", np.nan) for c in d.choices]
+                         for d in self.space.decisions])
         history = self.history.setdefault(trial.trial_id, [])
         if not history or history[-1][0] != epoch:
-            history.append((epoch, alpha, np.array(result[PROBABILITIES_KEY], dtype=float)))
+            history.append((epoch, alpha, _matrix(result[PROBABILITIES_KEY])))
 
     def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
         """Attach the alpha table and plot; close the run (FINISHED only with an answer)."""

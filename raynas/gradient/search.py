@@ -34,7 +34,7 @@ class EpochRecord:
     epoch: int  # 1-based
     arch: str  # the derived architecture after this epoch
     supernet_val_acc: float  # percent, on the data's validation split
-    param_free_fraction: float
+    param_free_fraction: float | None  # None where the space has no parameter-free choices
     alpha_entropy: float  # nats, mean over edges
     train_loss: float
     arch_loss: float  # the architecture objective on the second half (NaN before alpha moves)
@@ -45,6 +45,11 @@ class EpochRecord:
     aux_skip: float | None = None  # DARTS-'s auxiliary skip weight this epoch
     eigenvalue: float | None = None  # DARTS-ES: dominant Hessian eigenvalue w.r.t. alpha
     eval_val_acc: float | None = None  # CDARTS: the evaluation network's accuracy
+    expected_latency_ms: float | None = None  # single-path methods with a latency table
+    latency_ms: float | None = None  # the derived architecture's lookup-table latency
+    samples: int | None = None  # architectures drawn so far (single-path methods)
+    samples_per_step: float | None = None  # their mean number per step this epoch
+    arch_parameters: int | None = None  # the distribution's parameters
     # Set on the search's last epoch only: its answer and the epoch that answer is from.
     derived_arch: str | None = None
     chosen_epoch: int | None = None

@@ -9,7 +9,8 @@ from typing import Any
 from ray import tune
 
 from raynas.evaluators.data import load_dataset
-from raynas.gradient.methods import options_from_mapping
+from raynas.gradient.methods import GradientOptions, options_from_mapping
+from raynas.gradient.paths import SampledPathSearch
 from raynas.gradient.search import EpochRecord, GradientSearch
 from spaces import SearchSpace, space_from_spec
 
@@ -26,14 +27,23 @@ def alpha_metrics(space: SearchSpace, alpha: list[list[float]]) -> dict[str, flo
             for k, d in enumerate(space.decisions) for j, choice in enumerate(d.choices)}
 
 
+def make_search(space: SearchSpace, options: GradientOptions, *, num_classes: int,
+                in_channels: int) -> GradientSearch | SampledPathSearch:
+    """The search object of ``options.method``: a differentiable or a single-path one."""
+    if options.spec.sampling is not None:
+        return SampledPathSearch(space, options, num_classes=num_classes,
+                                 in_channels=in_channels)
+    return GradientSearch(space, options, num_classes=num_classes, in_channels=in_channels)
+
+
 def gradient_trial(config: dict[str, Any], *, space_spec: Mapping[str, Any],
                    dataset: Any, data_seed: int) -> None:
     """Tune function trainable: run the configured gradient search, reporting each epoch."""
     space = space_from_spec(dict(space_spec))
     data = load_dataset(dataset, seed=data_seed)
     options = options_from_mapping(config)
-    search = GradientSearch(space, options, num_classes=data.num_classes,
-                            in_channels=data.in_channels)
+    search = make_search(space, options, num_classes=data.num_classes,
+                         in_channels=data.in_channels)
 
     def report(record: EpochRecord) -> None:
         metrics = {**record.metrics(), **alpha_metrics(space, record.alpha),

@@ -34,6 +34,8 @@ from raynas.latency.predictor import ArchEncoder
 from spaces import Arch, SearchSpace, space_from_spec
 
 if TYPE_CHECKING:
+    import torch
+
     from spaces.layout import LatencyLayout
 
 logger = logging.getLogger(__name__)
@@ -92,6 +94,13 @@ class LatencyTable:
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Predicted latency (ms) of each architecture (the ``Predictor`` protocol)."""
         return self.predict_vectors(ArchEncoder(self.space, prefill=False).encode(archs))
+
+    def expected(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Expected latency (ms) when decision ``k`` is drawn from ``probabilities[k]`` (torch).
+
+        Differentiable in the probabilities: ProxylessNAS's latency loss (Cai et al. 2019).
+        """
+        return self.scale * (self.constant + self.layout.expected(self.entries, probabilities))
 
     def layers(self, arch: Arch) -> dict[str, int]:
         """The table keys an architecture uses, with multiplicities (fixed parts included)."""

@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from raynas.evaluators.base import Evaluator, create_evaluator
 from raynas.gradient.phase import GradientPlan
 from raynas.run import stop
-from raynas.run.config import ConfigError, ExperimentConfig, check_writable
+from raynas.run.config import Component, ConfigError, ExperimentConfig, check_writable
 from raynas.run.localray import is_local, local_init_options, loopback_node
 from raynas.run.members import finish_members, member_failure, member_runs
 from raynas.run.placement import RESULT_NODE_ID, check_shared_tracking, reuse_actors
@@ -96,7 +96,16 @@ class Components:
     mode: str
     objectives: Objectives
     members: list[PortfolioMember] = field(default_factory=list)
-    gradient: GradientPlan | None = None  # gradient runs whose answers are the trials
+    gradient: list[GradientMember] = field(default_factory=list)  # runs whose answers are trials
+
+
+@dataclass
+class GradientMember:
+    """A gradient searcher's planned runs and the searcher their answers are queued in."""
+
+    label: str
+    given: Any  # searchers.given.GivenArchitectures
+    plan: GradientPlan
 
 
 def build_components(cfg: ExperimentConfig) -> Components:
@@ -138,7 +147,7 @@ def build_components(cfg: ExperimentConfig) -> Components:
     }
     # Tune's own metric (schedulers, progress) is the first objective.
     first_mode = mode if isinstance(mode, str) else mode[0]
-    if not cfg.portfolio and cfg.searcher.name == GRADIENT_SEARCHER:
+    if not cfg.portfolio and is_gradient(cfg.searcher.name):
         return _gradient_components(cfg, space, evaluator, common, metrics[0], first_mode)
     if not cfg.portfolio:
         options = {**common, **cfg.searcher.options}
@@ -147,32 +156,63 @@ def build_components(cfg: ExperimentConfig) -> Components:
         return Components(space, searcher, evaluator, metrics[0], first_mode,
                           searcher.objectives)
     members = []
+    gradient = []
     for i, member in enumerate(cfg.portfolio):
         # Distinct seeds, so two members of one kind do not propose the same sequence.
         options = {**common, "seed": cfg.seed + i, **member.searcher.options}
-        nas = _make_searcher(member.searcher.name, options, space, evaluator,
-                             f"searchers[{i}]")
+        if is_gradient(member.searcher.name):
+            given, plan = _gradient_member(member.searcher, space, common, seed=cfg.seed + i,
+                                           trials=member.trials or cfg.budget.trials,
+                                           where=f"searchers[{i}]")
+            gradient.append(GradientMember(member.label, given, plan))
+            nas: Any = given
+        else:
+            nas = _make_searcher(member.searcher.name, options, space, evaluator,
+                                 f"searchers[{i}]")
         members.append(PortfolioMember(member.label, nas, member.trials, member.share))
     portfolio = PortfolioSearch(space, members, metric=metrics[0], mode=first_mode)
     return Components(space, portfolio, evaluator, metrics[0], first_mode,
-                      members[0].searcher.objectives, members)  # type: ignore[attr-defined]
+                      members[0].searcher.objectives, members,  # type: ignore[attr-defined]
+                      gradient=gradient)
+
+
+def is_gradient(name: str) -> bool:
+    """Whether searcher ``name`` runs gradient or single-path searches before its trials."""
+    from raynas.gradient.methods import METHODS
+
+    return name == GRADIENT_SEARCHER or name in METHODS
 
 
 def _gradient_components(
     cfg: ExperimentConfig, space: SearchSpace, evaluator: Evaluator, common: dict[str, Any],
     metric: str, mode: str,
 ) -> Components:
-    """Gradient runs (``searcher: {name: darts, ...}``) whose derived cells become the trials."""
+    """Gradient runs (``searcher: {name: darts | proxyless | ..., ...}``) whose answers are
+    the trials."""
+    given, plan = _gradient_member(cfg.searcher, space, common, seed=cfg.seed,
+                                   trials=cfg.budget.trials, where="searcher")
+    return Components(space, given, evaluator, metric, mode, given.objectives,
+                      gradient=[GradientMember(cfg.searcher.name, given, plan)])
+
+
+def _gradient_member(
+    searcher: Component, space: SearchSpace, common: dict[str, Any], *, seed: int,
+    trials: int, where: str,
+) -> tuple[Any, GradientPlan]:
+    """The plan of a gradient searcher's runs, and the searcher that queues their answers."""
     from raynas.gradient.phase import check_space, plan_from_options
     from searchers.given import GivenArchitectures
 
-    check_space(space)
-    plan = plan_from_options(cfg.searcher.options, seed=cfg.seed)
+    options = dict(searcher.options)
+    if searcher.name != GRADIENT_SEARCHER:  # searcher: {name: proxyless} is method proxyless
+        options.setdefault("method", searcher.name)
+    plan = plan_from_options(options, seed=seed, where=where)
+    check_space(space, plan, where=where)
     try:
-        given = GivenArchitectures(space, **common, max_trials=cfg.budget.trials)
+        given = GivenArchitectures(space, **common, max_trials=trials)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config field 'searcher': {exc}") from None
-    return Components(space, given, evaluator, metric, mode, given.objectives, gradient=plan)
+        raise ConfigError(f"config field '{where}': {exc}") from None
+    return given, plan
 
 
 def _make_searcher(
@@ -313,8 +353,10 @@ def run_search(
                   prior=len(prior) if resume is not None else None, warm=len(warm_start))
         if isinstance(comps.searcher, PortfolioSearch):
             comps.searcher.on_failure = member_failure(tracker, searcher_runs, echo)
-        if budget > 0 and comps.gradient is not None:
-            budget = min(budget, _gradient_phase(cfg, comps, tracker, parent, out_dir, echo))
+        if budget > 0 and comps.gradient:
+            left = _gradient_phase(cfg, comps, tracker, parent, out_dir, echo)
+            if not comps.members:  # alone, the gradient searcher's answers are the budget
+                budget = min(budget, left)
         if budget > 0:  # a finished run being finalised needs no evaluator
             _prepare_evaluator(cfg, comps, tracker, parent, out_dir, echo, resume)
             _check_trial_fits(cfg)
@@ -389,19 +431,20 @@ def _gradient_phase(
 ) -> int:
     """Run the gradient searches; queue their architectures; how many are left to evaluate."""
     from raynas.gradient.phase import run_gradient_phase
-    from searchers.given import GivenArchitectures
 
-    assert comps.gradient is not None and isinstance(comps.searcher, GivenArchitectures)
-    derived = run_gradient_phase(
-        comps.gradient, space=comps.space, tracker=tracker, parent=parent, out_dir=out_dir,
-        name=cfg.name, data_seed=cfg.seed, concurrency=cfg.budget.concurrency,
-        cpus_per_trial=cfg.budget.cpus_per_trial, gpus_per_trial=cfg.budget.gpus_per_trial,
-        echo=echo,
-    )
-    comps.searcher.extend(derived)
-    left = comps.searcher.remaining
-    echo(f"raynas: {len(derived)} gradient runs done; {left} distinct architectures "
-         "to evaluate")
+    left = 0
+    for member in comps.gradient:
+        derived = run_gradient_phase(
+            member.plan, space=comps.space, tracker=tracker, parent=parent, out_dir=out_dir,
+            name=cfg.name, data_seed=cfg.seed, concurrency=cfg.budget.concurrency,
+            cpus_per_trial=cfg.budget.cpus_per_trial, gpus_per_trial=cfg.budget.gpus_per_trial,
+            echo=echo,
+        )
+        member.given.extend(derived)
+        left += member.given.remaining
+        who = f" ({member.label})" if comps.members else ""
+        echo(f"raynas: {len(derived)} gradient runs done{who}; {member.given.remaining} "
+             "distinct architectures to evaluate")
     return left
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,8 +98,8 @@ class MobileNetLayout:
             counts[key] = counts.get(key, 0) + 1
         return counts
 
-    def compile(self, entries: Mapping[str, float]) -> Callable[[np.ndarray], np.ndarray]:
-        """A (slot, kernel, expansion) cost table gathered by index, summed over active slots."""
+    def _table(self, entries: Mapping[str, float]) -> np.ndarray:
+        """Entries as a ``(slot, kernel index, expansion index)`` array."""
         s = self.space
         ks, es = s.kernel_choices, s.expand_choices
         slots = s.num_stages * s.max_depth
@@ -110,6 +110,13 @@ class MobileNetLayout:
             for ki, k in enumerate(ks):
                 for ei, e in enumerate(es):
                     table[slot, ki, ei] = entries[f"s{st}/{pos}/k{k}/e{e}"]
+        return table
+
+    def compile(self, entries: Mapping[str, float]) -> Callable[[np.ndarray], np.ndarray]:
+        """A (slot, kernel, expansion) cost table gathered by index, summed over active slots."""
+        s = self.space
+        table = self._table(entries)
+        slots = s.num_stages * s.max_depth
         n = s.num_stages
 
         def predict(v: np.ndarray) -> np.ndarray:
@@ -118,3 +125,27 @@ class MobileNetLayout:
             return np.asarray((values * active).sum(axis=1))
 
         return predict
+
+    def expected(self, entries: Mapping[str, float],
+                 probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Expected variable cost when every decision is drawn independently (differentiable).
+
+        ``probabilities[k]`` is the distribution of decision ``k`` of ``space.decisions``.
+        A block slot is active with the probability that its stage's depth exceeds its
+        position; an active slot costs the probability-weighted sum of its (kernel, expansion)
+        entries (ProxylessNAS's expected latency, Cai et al. 2019, Eq. 4).
+        """
+        import torch
+
+        s = self.space
+        table = torch.as_tensor(self._table(entries), dtype=probabilities[0].dtype,
+                                device=probabilities[0].device)
+        n, slots, depth = s.num_stages, s.num_stages * s.max_depth, s.max_depth
+        total = probabilities[0].new_zeros(())
+        for slot in range(slots):
+            st, j = divmod(slot, depth)
+            deeper = [i for i, d in enumerate(s.depth_choices) if d > j]
+            active = probabilities[st][deeper].sum()
+            pk, pe = probabilities[n + slot], probabilities[n + slots + slot]
+            total = total + active * (pk[:, None] * pe[None, :] * table[slot]).sum()
+        return total

@@ -10,6 +10,7 @@ ICLR 2020; trained here by uniform single-path sampling, Guo et al., ECCV 2020).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import torch
@@ -200,6 +201,73 @@ class MobileNetSupernet(nn.Module):
             x = block(x, kernel, expand)
         x = self.head(x)
         return self.classifier(torch.flatten(self.pool(x), 1))
+
+    def gate_gradients(
+        self, x: torch.Tensor, y: torch.Tensor, arch: Arch,
+        alternatives: Mapping[int, Sequence[int]],
+    ) -> tuple[float, dict[int, dict[int, float]]]:
+        """Cross-entropy of ``arch`` on ``(x, y)`` and ProxylessNAS's binary-gate gradients.
+
+        For each decision ``k`` (its index in ``space.decisions``) of ``alternatives``, the
+        derivative of the loss with respect to the gate of the active choice and of each listed
+        choice index: ``<dL/d out, out_c>``, where ``out`` is the decision's output (a block's,
+        for its kernel and expansion; a stage's, for its depth) and ``out_c`` what choice ``c``
+        would output from the same input (Cai et al., "ProxylessNAS: Direct Neural Architecture
+        Search on Target Task and Hardware", ICLR 2019, Sec. 3.2.1). Only the active path is
+        kept for the backward pass; alternatives run without gradients. Kernel and expansion
+        decisions of blocks beyond their stage's depth have no gate and are left out. Weight
+        gradients are not touched.
+        """
+        s = self.space
+        a: MobileNetArch = s.validate(arch)
+        stages, depth, slots = s.num_stages, s.max_depth, s.num_stages * s.max_depth
+        h = self.first(self.stem(x))
+        inputs: dict[int, torch.Tensor] = {}
+        outputs: dict[int, torch.Tensor] = {}
+        for st in range(stages):
+            for j in range(a.depths[st]):
+                b = st * depth + j
+                inputs[b] = h
+                h = self.blocks[b](h, a.kernels[b], a.expands[b])
+                outputs[b] = h
+        logits = self.classifier(torch.flatten(self.pool(self.head(h)), 1))
+        loss = F.cross_entropy(logits, y)
+        keys = list(outputs)
+        grads = dict(zip(keys, torch.autograd.grad(loss, [outputs[b] for b in keys]),
+                         strict=True))
+        scores: dict[int, dict[int, float]] = {}
+
+        def dot(g: torch.Tensor, o: torch.Tensor) -> float:
+            return float((g * o).sum())
+
+        with torch.no_grad():
+            for k, alts in alternatives.items():
+                if k < stages:  # the depth of stage k: the stage's output after d blocks
+                    d = a.depths[k]
+                    last = k * depth + d - 1
+                    out = {s.depth_choices.index(d): dot(grads[last], outputs[last])}
+                    for c in alts:
+                        d2 = s.depth_choices[c]
+                        o = outputs[k * depth + min(d, d2) - 1]
+                        for j in range(d, d2):
+                            b = k * depth + j
+                            o = self.blocks[b](o, a.kernels[b], a.expands[b])
+                        out[c] = dot(grads[last], o)
+                    scores[k] = out
+                    continue
+                b = (k - stages) % slots
+                if b not in outputs:
+                    continue
+                kernel_decision = k < stages + slots
+                choices = s.kernel_choices if kernel_decision else s.expand_choices
+                active = a.kernels[b] if kernel_decision else a.expands[b]
+                out = {choices.index(active): dot(grads[b], outputs[b])}
+                for c in alts:
+                    kernel = choices[c] if kernel_decision else a.kernels[b]
+                    expand = a.expands[b] if kernel_decision else choices[c]
+                    out[c] = dot(grads[b], self.blocks[b](inputs[b], kernel, expand))
+                scores[k] = out
+        return float(loss.detach()), scores
 
     def path_modules(self, arch: Arch) -> list[nn.Module]:
         """Modules whose parameters the path uses; elastic layers are used only in part."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,6 +99,17 @@ class NB201Layout:
             return np.asarray(per_op[v].sum(axis=1))
 
         return predict
+
+    def expected(self, entries: Mapping[str, float],
+                 probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Expected variable cost under independent per-edge operation distributions."""
+        import torch
+
+        n = self.space.cells_per_stage
+        per_op = torch.as_tensor(
+            [n * sum(entries[f"cell{st}/{op}"] for st in range(3)) for op in self.ops],
+            dtype=probabilities[0].dtype, device=probabilities[0].device)
+        return sum((p * per_op).sum() for p in probabilities)  # type: ignore[return-value]
 
 
 def _add_module() -> torch.nn.Module:
