@@ -8,34 +8,36 @@
 - ``service``: the ``LatencyService`` named Ray actor per device and its client
   (``LatencyPredictor``, the searchers' ``Predictor`` protocol).
 - ``evaluator``: ``LatencyEvaluator``, adding ``latency_<device>`` to any evaluator's metrics.
+
+Names load lazily, so reading a lookup table imports neither ray nor the service.
 """
 
-from raynas.latency.evaluator import LatencyEvaluator
-from raynas.latency.lut import LatencyTable, build_table
-from raynas.latency.measure import MeasuredLatency, latency_stats, measure_archs
-from raynas.latency.predictor import ArchEncoder, LatencyMLP
-from raynas.latency.service import (
-    LatencyPredictor,
-    LatencyService,
-    get_latency_service,
-    list_latency_services,
-    start_latency_service,
-    stop_latency_service,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ArchEncoder",
-    "LatencyEvaluator",
-    "LatencyMLP",
-    "LatencyPredictor",
-    "LatencyService",
-    "LatencyTable",
-    "MeasuredLatency",
-    "build_table",
-    "latency_stats",
-    "get_latency_service",
-    "list_latency_services",
-    "measure_archs",
-    "start_latency_service",
-    "stop_latency_service",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ArchEncoder": "raynas.latency.predictor",
+    "LatencyEvaluator": "raynas.latency.evaluator",
+    "LatencyMLP": "raynas.latency.predictor",
+    "LatencyPredictor": "raynas.latency.service",
+    "LatencyService": "raynas.latency.service",
+    "LatencyTable": "raynas.latency.lut",
+    "MeasuredLatency": "raynas.latency.measure",
+    "build_table": "raynas.latency.lut",
+    "latency_stats": "raynas.latency.measure",
+    "get_latency_service": "raynas.latency.service",
+    "list_latency_services": "raynas.latency.service",
+    "measure_archs": "raynas.latency.measure",
+    "start_latency_service": "raynas.latency.service",
+    "stop_latency_service": "raynas.latency.service",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'raynas.latency' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -103,6 +103,8 @@ class SupernetHostImpl:
         self.eval_threads = max(1, self.threads // concurrency)
         # Ray sets OMP_NUM_THREADS=1 in workers; use the CPUs this actor was given.
         torch.set_num_threads(self.threads)
+        # CUDA when Ray gave this actor a GPU (it hides the others from it), else CPU.
+        trainer_options.setdefault("device", "auto")
         self.trainer: SupernetTrainer = SupernetTrainer(
             space, checkpoint_path=checkpoint_path, **trainer_options
         )

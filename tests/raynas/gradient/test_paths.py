@@ -195,7 +195,8 @@ def test_single_path_methods_run_on_cuda_in_one_paths_memory(space, digits, lut)
     peaks = {}
     for method, samples in (("proxyless", 1), ("parsec", 8), ("fpnas", 8)):
         search = _search(space, digits, method=method, device="cuda", latency_table=path,
-                         target_ms=float(np.percentile(latencies, 40)), samples_max=samples)
+                         target_ms=float(np.percentile(latencies, 40)), samples_max=samples,
+                         samples_min=1)
         assert next(search.supernet.parameters()).is_cuda
         result = search.run(digits)
         space.validate(result.arch)

@@ -168,3 +168,15 @@ def test_evaluator_checks_ofa_on_the_driver_and_places_the_phases() -> None:
         with pytest.raises(ValueError, match=match) as info:
             SupernetEvaluator(bad, method="ofa", **kw)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ofa_trains_through_every_phase_on_cuda() -> None:
+    trainer = _trainer(ofa_phase_steps=[2, 4, 6], train_subset=512, device="cuda")
+    assert next(trainer.supernet.parameters()).is_cuda
+    records = trainer.train(8)
+    assert [r["phase"] for r in records] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    result = trainer.evaluate(trainer.space.sample(np.random.default_rng(0)))
+    assert 0 <= result["val_acc"] <= 100 and result["supernet_step"] == 8

@@ -380,6 +380,8 @@ def test_cuda_scores_match_the_cpu_ones() -> None:
     assert gpu_scorer.uses_cuda()
     gpu = gpu_scorer.score(CELL)
     for n in names:
-        # gradsign counts signs: a few near-zero gradients may flip between devices.
-        tol = 2e-2 if n == "gradsign" else 1e-3
+        # gradsign counts signs of one-example gradients, and through train-mode batch norm
+        # on one example many cancel to rounding noise whose sign differs between devices:
+        # an H200 counted 123,064 against the CPU's 120,244 (2.3%) with full float32.
+        tol = 4e-2 if n == "gradsign" else 1e-3
         assert gpu[n] == pytest.approx(cpu[n], rel=tol), n
