@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from raynas.evaluators.base import Evaluator, create_evaluator
 from raynas.gradient.phase import GradientPlan
 from raynas.run import stop
-from raynas.run.config import Component, ConfigError, ExperimentConfig, check_writable
+from raynas.run.config import Component, ConfigError, ExperimentConfig, check_writable, short
 from raynas.run.localray import is_local, local_init_options, loopback_node
 from raynas.run.members import finish_members, member_failure, member_runs
 from raynas.run.placement import RESULT_NODE_ID, check_shared_tracking, reuse_actors
@@ -161,7 +161,8 @@ def build_components(cfg: ExperimentConfig) -> Components:
         # Distinct seeds, so two members of one kind do not propose the same sequence.
         options = {**common, "seed": cfg.seed + i, **member.searcher.options}
         if is_gradient(member.searcher.name):
-            given, plan = _gradient_member(member.searcher, space, common, seed=cfg.seed + i,
+            given, plan = _gradient_member(member.searcher, space, evaluator, common,
+                                           seed=cfg.seed + i,
                                            trials=member.trials or cfg.budget.trials,
                                            where=f"searchers[{i}]")
             gradient.append(GradientMember(member.label, given, plan))
@@ -189,15 +190,15 @@ def _gradient_components(
 ) -> Components:
     """Gradient runs (``searcher: {name: darts | proxyless | ..., ...}``) whose answers are
     the trials."""
-    given, plan = _gradient_member(cfg.searcher, space, common, seed=cfg.seed,
+    given, plan = _gradient_member(cfg.searcher, space, evaluator, common, seed=cfg.seed,
                                    trials=cfg.budget.trials, where="searcher")
     return Components(space, given, evaluator, metric, mode, given.objectives,
                       gradient=[GradientMember(cfg.searcher.name, given, plan)])
 
 
 def _gradient_member(
-    searcher: Component, space: SearchSpace, common: dict[str, Any], *, seed: int,
-    trials: int, where: str,
+    searcher: Component, space: SearchSpace, evaluator: Evaluator, common: dict[str, Any], *,
+    seed: int, trials: int, where: str,
 ) -> tuple[Any, GradientPlan]:
     """The plan of a gradient searcher's runs, and the searcher that queues their answers."""
     from raynas.gradient.phase import check_space, plan_from_options
@@ -206,6 +207,9 @@ def _gradient_member(
     options = dict(searcher.options)
     if searcher.name != GRADIENT_SEARCHER:  # searcher: {name: proxyless} is method proxyless
         options.setdefault("method", searcher.name)
+    if "latency_device" in options:
+        options["latency_table"] = _service_table(options.pop("latency_device"), evaluator,
+                                                  where)
     plan = plan_from_options(options, seed=seed, where=where)
     check_space(space, plan, where=where)
     try:
@@ -213,6 +217,21 @@ def _gradient_member(
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config field '{where}': {exc}") from None
     return given, plan
+
+
+def _service_table(device: Any, evaluator: Evaluator, where: str) -> str:
+    """The lookup table the latency evaluator's service of ``device`` serves (its path)."""
+    sources = getattr(evaluator, "sources", None)
+    if not isinstance(sources, Mapping) or device not in sources:
+        known = ", ".join(sources) if isinstance(sources, Mapping) else "none"
+        raise ConfigError(f"config field '{where}.latency_device': {short(device)} is not a "
+                          f"device of the latency evaluator (devices: {known})")
+    tables = [s["path"] for s in sources[device] if s["kind"] == "lut"]
+    if not tables:
+        raise ConfigError(f"config field '{where}.latency_device': device {short(device)} has "
+                          "no lookup table among its latency sources; the latency term needs "
+                          "one (raynas latency build)")
+    return str(tables[0])
 
 
 def _make_searcher(

@@ -74,8 +74,11 @@ def test_hardware_aware_methods_run_beside_nsga2_in_a_portfolio(
 ) -> None:
     config = _config(tmp_path, lut)
     searcher = config.pop("searcher")
+    # The latency term reads the table the latency evaluator's service serves for "cpu".
+    searcher = {k: v for k, v in searcher.items() if k != "latency_table"}
     config["searchers"] = [
-        {**searcher, "method": ["proxyless", "fpnas"], "label": "hw", "trials": 2},
+        {**searcher, "method": ["proxyless", "fpnas"], "label": "hw", "trials": 2,
+         "latency_device": "cpu"},
         {"name": "nsga2", "label": "moo", "trials": 4, "population_size": 4},
     ]
     uri = config["tracking"]["uri"]
@@ -174,6 +177,9 @@ def test_a_hardware_aware_search_killed_mid_phase_resumes(
     ({"latency_table": "/no/such.parquet"},
      "config field 'searcher.latency_table': latency_table '/no/such.parquet' is not a file"),
     ({"latency_loss": "square"}, "config field 'searcher.latency_loss'"),
+    ({"latency_device": "pixel3"},
+     "config field 'searcher.latency_device': 'pixel3' is not a device of the latency "
+     "evaluator (devices: cpu)"),
 ])
 def test_bad_hardware_aware_config_is_one_line_before_anything_starts(
     tmp_path: Path, lut: tuple[str, float], capsys: pytest.CaptureFixture[str],
