@@ -17,16 +17,18 @@ Parts (``--parts``, all by default):
   ``<m>_standalone_test_acc_<t>ms``), and the search's seconds.
 - ``nsga2``: a SPOS supernet trained for as many weight steps as one ProxylessNAS search
   takes, then NSGA-II (accuracy on the supernet against lookup-table latency) for
-  ``--nsga2-queries`` distinct architectures. Per target its pick (the front's most accurate
-  within 10% of the target) is trained stand-alone as above (``nsga2_*``). Every method's
+  ``--nsga2-queries`` distinct architectures. Per target its pick (the most accurate it
+  evaluated within 10% of the target) is trained stand-alone as above (``nsga2_*``). Every method's
   derived architecture is scored on the same SPOS supernet, and ``<m>_dominated_<t>ms`` says
   whether a point of NSGA-II's front dominates it there (1) or not (0).
 - ``sampling``: FP-NAS against PARSEC's fixed sampling (``samples_max`` architectures every
-  step) without a latency term, ``--seeds`` seeds: the architectures drawn and the seconds each
-  needs to first reach the same supernet accuracy (the lower of the two runs' best, per
-  seed), and their ratio ``fpnas_samples_ratio_vs_fixed`` and ``fpnas_time_ratio_vs_fixed``
-  (the paper reports 0.36 and 1/2.1), and the architecture parameters of FP-NAS's factorised
-  and joint distributions.
+  step), ``--seeds`` seeds, without a cost term and (keys ending ``_latency_target``) with the
+  paper's hinge on cost (here latency, the middle target): the architectures drawn and the
+  seconds each needs to first reach the same supernet accuracy (the lower of the two runs'
+  best, per seed), their ratio ``fpnas_samples_ratio_vs_fixed`` and
+  ``fpnas_time_ratio_vs_fixed`` (the paper reports 0.36 and 1/2.1), the samples per step of
+  the last epoch, and the architecture parameters of FP-NAS's factorised and joint
+  distributions.
 - ``ofa``: Kendall tau of sub-network accuracy without retraining against stand-alone accuracy,
   OFA progressive shrinking against SPOS on the same steps (``benchmarks/ofa_ranking.py``).
 
@@ -197,12 +199,13 @@ def dominated(acc: float, lat: float, front: list[tuple[str, float, float]]) -> 
     return any(a >= acc and la <= lat and (a > acc or la < lat) for _, a, la in front)
 
 
-def nsga2_pick(front: list[tuple[str, float, float]], target: float) -> str:
-    """The front's most accurate point within the tolerance of ``target``, else the closest."""
-    inside = [p for p in front if abs(p[2] / target - 1) <= TOLERANCE]
+def nsga2_pick(points: dict[str, tuple[float, float]], target: float) -> str:
+    """The most accurate point NSGA-II evaluated within the tolerance of ``target`` (else the
+    closest): a sub-network for that latency budget, as OFA picks one."""
+    inside = [(a, acc) for a, (acc, lat) in points.items() if abs(lat / target - 1) <= TOLERANCE]
     if inside:
         return max(inside, key=lambda p: p[1])[0]
-    return min(front, key=lambda p: abs(p[2] / target - 1))[0]
+    return min(points, key=lambda a: abs(points[a][1] / target - 1))
 
 
 def first_reach(epochs: list[dict[str, Any]], level: float) -> tuple[float, float]:
@@ -236,11 +239,15 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         jobs.append((nsga2_job, {"kind": "nsga2", "steps": args.epochs * steps_per_epoch,
                                  "queries": args.nsga2_queries, "checkpoint": checkpoint}))
     if "sampling" in parts:
-        for method in ("parsec", "fpnas"):
-            for seed in range(args.seeds):
-                jobs.append((search_job, {"kind": "sampling", "options": {
-                    **SHARED, "method": method, "epochs": args.sampling_epochs, "seed": seed,
-                    "samples_max": args.samples_max}}))
+        # Without a cost term, and with the paper's (a hinge on cost, here the middle target).
+        for variant, extra in (("", {}), ("_latency_target", {
+                "latency_table": str(LUT), "target_ms": targets[1]})):
+            for method in ("parsec", "fpnas"):
+                for seed in range(args.seeds):
+                    jobs.append((search_job, {"kind": "sampling", "variant": variant,
+                                              "options": {
+                        **SHARED, "method": method, "epochs": args.sampling_epochs,
+                        "seed": seed, "samples_max": args.samples_max, **extra}}))
     with ProcessPoolExecutor(args.workers) as pool:
         done = [f.result() for f in [pool.submit(fn, job) for fn, job in jobs]]
         results = {k: [r for r in done if r["kind"] == k]
@@ -253,7 +260,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         if results["nsga2"]:
             nsga = results["nsga2"][0]
             front = pareto_front(nsga["points"])
-            picks = {t: nsga2_pick(front, t) for t in targets}
+            picks = {t: nsga2_pick(nsga["points"], t) for t in targets}
             second.append((spos_score_job, {"kind": "spos", "steps": nsga["steps"],
                                             "checkpoint": nsga["checkpoint"],
                                             "archs": sorted({r["arch"]
@@ -305,8 +312,11 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             figures[f"nsga2_latency_error_{name(t)}"] = abs(lat / t - 1)
             figures[f"nsga2_spos_acc_{name(t)}"] = nsga["points"][arch][0]
             trained("nsga2", arch, t)
-    if results["sampling"]:
-        figures.update(sampling_figures(results["sampling"], args.seeds))
+    for variant in ("", "_latency_target"):
+        runs = [r for r in results["sampling"] if r["variant"] == variant]
+        if runs:
+            figures.update({k + variant: v
+                            for k, v in sampling_figures(runs, args.seeds).items()})
     if "ofa" in parts:  # its own pool of ``workers`` processes
         from ofa_ranking import ofa_vs_spos
 
@@ -331,6 +341,8 @@ def sampling_figures(runs: list[dict[str, Any]], seeds: int) -> dict[str, float]
             out[f"{method}_seconds_to_level_seed{seed}"] = seconds
             out[f"{method}_final_acc_seed{seed}"] = r["epochs"][-1]["acc"]
             out[f"{method}_samples_total_seed{seed}"] = float(r["epochs"][-1]["samples"])
+            out[f"{method}_samples_per_step_last_epoch_seed{seed}"] = float(
+                r["epochs"][-1]["samples_per_step"])
             totals[method][0] += samples
             totals[method][1] += seconds
         fp = pair["fpnas"]["epochs"]

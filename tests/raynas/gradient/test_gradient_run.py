@@ -6,12 +6,6 @@ the derived architectures are trained stand-alone by the ``training`` evaluator 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from raynas.cli.main import main
 from raynas.gradient.phase import TAG_DERIVED, TAG_STOPPED, finished_runs
 
-from .._store import runs, search_run, write_config
+from .._store import kill_driver_when, runs, search_run, write_config
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -104,31 +98,9 @@ def test_a_search_killed_in_its_gradient_phase_resumes_the_unfinished_runs(
     uri = config["tracking"]["uri"]
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri,
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "raynas.cli", "run", str(path)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    lines: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        lines.extend(raw.decode(errors="replace") for raw in proc.stdout)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 300  # bounds a hang only
-        while not (any(x.startswith("raynas: searching") for x in lines)
-                   and any(r.info.status == "FINISHED" for r in runs(uri, "gradient"))):
-            assert proc.poll() is None, "".join(lines)[-3000:]
-            assert time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and the running trials
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
+    kill_driver_when(path, uri, lambda lines: (any(x.startswith("raynas: searching") for x in lines)
+                                   and any(r.info.status == "FINISHED"
+                                           for r in runs(uri, "gradient"))))
     finished = [r for r in runs(uri, "gradient") if r.info.status == "FINISHED"]
     assert 1 <= len(finished) < 3
     assert runs(uri, "trial") == []  # killed before any cell was evaluated

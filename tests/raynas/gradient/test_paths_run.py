@@ -7,12 +7,6 @@ are trained stand-alone on digits and timed by the latency evaluator's service.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +20,7 @@ from raynas.cli.main import main
 from raynas.gradient.phase import TAG_DERIVED
 from raynas.latency.lut import LatencyTable
 
-from .._store import runs, search_run, write_config
+from .._store import kill_driver_when, runs, search_run, write_config
 
 REPO = Path(__file__).resolve().parents[3]
 SPACE = {"name": "mobilenet", "resolution": 8, "stem_width": 8, "widths": [8, 16],
@@ -131,30 +125,8 @@ def test_a_hardware_aware_search_killed_mid_phase_resumes(
     uri = config["tracking"]["uri"]
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_TRACKING_URI": uri,
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "raynas.cli", "run", str(path)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    lines: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        lines.extend(raw.decode(errors="replace") for raw in proc.stdout)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        deadline = time.monotonic() + 300  # bounds a hang only
-        while not any(r.info.status == "FINISHED" for r in runs(uri, "gradient")):
-            assert proc.poll() is None, "".join(lines)[-3000:]
-            assert time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and the running trials
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
+    kill_driver_when(path, uri, lambda _: any(r.info.status == "FINISHED"
+                                         for r in runs(uri, "gradient")))
     finished = [r for r in runs(uri, "gradient") if r.info.status == "FINISHED"]
     assert 1 <= len(finished) < 3
     parent = search_run(uri)
