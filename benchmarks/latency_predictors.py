@@ -26,16 +26,24 @@ Parts:
      table's devices left out in turn, 20 of its architectures drawn (5 seeded draws), Spearman
      and the share within +-10% on all its other architectures (``fewshot_spearman_20_<device>``,
      ``fewshot_within10pct_20_<device>``, means over devices). HELP (Lee et al. 2021) reports
-     Spearman .93 on average with 10 samples.
+     Spearman .93 on average with 10 samples;
+  6. sample: sample efficiency on noisy measurements: ``raynas.latency.additive``
+     (an additive per-operation model fitted by least absolute relative error, times a boosted
+     residual whose loss is chosen by 5-fold cross-validation inside the training set) on the
+     same 1,000 training architectures and held-out rest as part 1 (``sample_within10pct_1000_
+     <device>``, ``sample_spearman_1000_<device>``), and ``within10pct_1000_gap_<device>``:
+     the 12,000-architecture MLP's ceiling (part 3, this run or the results file) minus it.
 
 Usage:
     python benchmarks/latency_predictors.py [--data-dir DIR] [--out FILE] [--parts ...]
         [--quick]
+    python benchmarks/latency_predictors.py --data-dir ../shared/data/nb201 --parts sample
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -76,6 +84,8 @@ CEILING_TRAIN = 12_000
 MLP_TRAIN_ARCHS = 300  # MobileNet architectures whose lookup-table latencies fit the MLP
 # Calls of new architectures available per batch size (about 2 s of each on 2 CPUs).
 MLP_COLD_CALLS = {1: 4096, 64: 1024, 1024: 128}
+SAMPLE_TRAIN = 1000
+PARTS = ("learned", "ceiling", "lut", "service", "fewshot", "sample")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -83,8 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_data_dir_argument(p)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "latency.json")
-    p.add_argument("--parts", default="learned,ceiling,lut,service,fewshot",
-                   help="comma-separated subset of learned, ceiling, lut, service, fewshot")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help="comma-separated subset of " + ", ".join(PARTS))
     p.add_argument("--shots", type=int, default=20, help="fewshot: measured architectures")
     p.add_argument("--draws", type=int, default=5, help="fewshot: seeded draws per device")
     p.add_argument("--seed", type=int, default=0)
@@ -369,6 +379,46 @@ def fewshot(table: Path, args: argparse.Namespace) -> tuple[dict[str, float], li
     return figures, rows
 
 
+# --------------------------------------------------------------------------- 6. sample
+def sample(table: Path, args: argparse.Namespace,
+           ceilings: dict[str, float]) -> tuple[dict[str, float], list[list[Any]]]:
+    """Part 6: the additive + residual model on part 1's 1,000 architectures, vs the ceiling."""
+    from raynas.latency.additive import RESIDUALS, AdditiveLatency
+
+    space = create_space("nb201")
+    header = table.read_text().split("\n", 1)[0].split(",")
+    devices = [c for c in header if c not in ("index", "arch_str")]
+    if args.quick:
+        devices = devices[:2]
+    figures: dict[str, float] = {"sample_train_archs": SAMPLE_TRAIN}
+    rows = []
+    for device in devices:
+        archs, y = read_latency_table(table, device)
+        perm = np.random.default_rng(args.seed).permutation(len(archs))  # as part 1
+        train, test = perm[:SAMPLE_TRAIN], perm[SAMPLE_TRAIN:]
+        start = time.perf_counter()
+        model = AdditiveLatency(space, device=device, seed=args.seed)
+        model.fit([archs[i] for i in train], y[train])
+        seconds = time.perf_counter() - start
+        stats = latency_stats(model.predict([archs[i] for i in test]), y[test])
+        for key in ("rmse", "spearman", "within10pct"):
+            figures[f"sample_{key}_{SAMPLE_TRAIN}_{device}"] = stats[key]
+        figures[f"sample_fit_s_{SAMPLE_TRAIN}_{device}"] = seconds
+        for loss in RESIDUALS:
+            figures[f"sample_cv_within10pct_{loss}_{device}"] = model.cv_scores[loss]
+        ceiling_value = ceilings.get(f"ceiling_mlp_within10pct_{device}")
+        gap = float("nan") if ceiling_value is None else ceiling_value - stats["within10pct"]
+        if ceiling_value is not None:
+            figures[f"within10pct_{SAMPLE_TRAIN}_gap_{device}"] = gap
+        rows.append([device, model.chosen, stats["spearman"], stats["within10pct"],
+                     ceiling_value if ceiling_value is not None else "-", gap, seconds])
+        logger.info("%s sample: %s", device, rows[-1])
+    gaps = [figures[k] for k in figures if k.startswith(f"within10pct_{SAMPLE_TRAIN}_gap_")]
+    if gaps:
+        figures[f"within10pct_{SAMPLE_TRAIN}_gap_max"] = float(max(gaps))
+    return figures, rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen parts, print the tables and merge the figures into the results JSON."""
     args = parse_args(argv)
@@ -378,13 +428,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     parts = set(args.parts.split(","))
-    unknown = parts - {"learned", "ceiling", "lut", "service", "fewshot"}
+    unknown = parts - set(PARTS)
     if unknown:
         raise SystemExit(f"error: unknown part(s) {sorted(unknown)}")
     table = require_file(args.data_dir / "latency_ms.csv")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0
     # A run of some parts keeps the load recorded beside the other parts' figures.
-    prefix = "" if len(parts) == 5 else "_".join(sorted(parts)) + "_"
+    prefix = "" if len(parts) == len(PARTS) else "_".join(sorted(parts)) + "_"
     figures: dict[str, float] = {f"{prefix}load_avg_1min_at_start": load, "seed": args.seed}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as model_dir:
@@ -420,6 +470,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nfew-shot: each device left out, {args.shots} of its architectures "
                   f"measured ({args.draws} draws), the rest predicted from the other devices")
             print_table(rows, ["device", "spearman", "within10pct"])
+        if "sample" in parts:
+            ceilings = {k: v for k, v in figures.items() if k.startswith("ceiling_")}
+            if not ceilings and args.out is not None and args.out.is_file():
+                ceilings = {k: v for k, v in json.loads(args.out.read_text()).items()
+                            if k.startswith("ceiling_mlp_within10pct_")}
+            part, rows = sample(table, args, ceilings)
+            figures.update(part)
+            print(f"\nsample efficiency: additive + residual model on {SAMPLE_TRAIN} "
+                  "architectures (as part 1), within +-10% on the rest, vs the ceiling "
+                  f"(MLP on {CEILING_TRAIN})")
+            print_table(rows, ["device", "residual", "spearman", "within10pct", "ceiling",
+                               "gap", "fit_s"])
     figures[f"wall_s_{'_'.join(sorted(parts))}"] = time.perf_counter() - start
     machine = machine_description()
     print(f"\n{machine}; 1-min load average at start {load:.2f}")

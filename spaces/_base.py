@@ -330,6 +330,32 @@ class SearchSpace(ABC):
         out[rows, offsets[genes]] = vectors[rows, genes]
         return out
 
+    def active_probability(self, probabilities: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per decision, the probability it shapes the network when decision ``k`` is drawn
+        from ``probabilities[k]`` independently (default: always, 1)."""
+        return [p.new_ones(()) for p in probabilities]
+
+    def expected_features(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The expectation of ``features`` when decision ``k`` is drawn from
+        ``probabilities[k]`` independently: each decision's probabilities times the chance it
+        is active (differentiable; a learned latency predictor's soft input)."""
+        import torch
+
+        if not self.finite:
+            raise NotImplementedError(f"space {self.name!r} has continuous decisions: "
+                                      "no expected one-hot")
+        active = self.active_probability(probabilities)
+        return torch.cat([p * a for p, a in zip(probabilities, active, strict=True)])
+
+    def cost_features(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs of an additive latency model and of its learned residual (float64).
+
+        By default both are ``features``; a space that knows what costs time (NB201: only
+        operations on a path from input to output) adds that.
+        """
+        x = np.asarray(self.features(vectors), dtype=np.float64)
+        return x, x
+
     def encode_strings(self, texts: Sequence[str]) -> np.ndarray | None:
         """Index vectors of many string forms at once, or None to ``encode`` them one by one."""
         return None

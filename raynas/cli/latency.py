@@ -64,7 +64,12 @@ def add_latency_parser(sub: Any) -> None:
     train = lsub.add_parser("train", help="train a learned predictor on measured latencies")
     train.add_argument("--table", required=True, help="CSV/Parquet with arch_str and devices")
     train.add_argument("--device", required=True, help="the table's latency column")
-    train.add_argument("-o", "--output", required=True, help="model file to write (.pt)")
+    train.add_argument("-o", "--output", required=True,
+                       help="model file to write (.pt for mlp, .npz for additive)")
+    train.add_argument("--model", choices=("mlp", "additive"), default="mlp",
+                       help="mlp: LatencyMLP on the one-hot encoding; additive: per-operation "
+                            "costs times a boosted residual, robust to noisy measurements "
+                            "(raynas.latency.additive; --epochs/--hidden/--ensemble unused)")
     # A default, not a branch: the bundled device table (../shared/data/nb201/latency_ms.csv)
     # is NAS-Bench-201's, so `latency train --table` on it needs no --space.
     _space_arguments(train, default="nb201")
@@ -170,6 +175,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.measured or args.predictions:
         raise ValueError("--measured and --predictions go with --few-shot")
 
+    from raynas.latency.additive import AdditiveLatency
     from raynas.latency.measure import latency_stats, read_latency_table
     from raynas.latency.predictor import LatencyMLP
     from spaces import create_space
@@ -190,11 +196,19 @@ def _train(args: argparse.Namespace) -> int:
         train = train[: args.train_size]
     if len(train) < 2:
         raise ValueError(f"{args.table} has {len(train)} usable training rows; need >= 2")
-    model = LatencyMLP(space, hidden=hidden, device=args.device, ensemble=args.ensemble,
-                       seed=args.seed)
-    model.fit([archs[i] for i in train], values[train], epochs=args.epochs)
+    model: LatencyMLP | AdditiveLatency
+    if args.model == "additive":
+        model = AdditiveLatency(space, device=args.device, seed=args.seed)
+        model.fit([archs[i] for i in train], values[train])
+    else:
+        model = LatencyMLP(space, hidden=hidden, device=args.device, ensemble=args.ensemble,
+                           seed=args.seed)
+        model.fit([archs[i] for i in train], values[train], epochs=args.epochs)
     path = model.save(args.output)
-    line = f"raynas: trained on {len(train)} {space.name} architectures for {args.device}"
+    line = (f"raynas: trained {args.model} on {len(train)} {space.name} architectures for "
+            f"{args.device}")
+    if isinstance(model, AdditiveLatency):
+        line += f" (residual {model.chosen}, by {model.folds}-fold CV)"
     if len(test) >= 2:
         stats = latency_stats(model.predict([archs[i] for i in test]), values[test])
         line += (f"; held out {len(test)}: RMSE {stats['rmse']:.4g} ms, Spearman "

@@ -3,6 +3,8 @@
 - ``lut``: layer-wise lookup tables timed on this machine (``build_table``, ``LatencyTable``).
 - ``predictor``: a learned network-level MLP (``LatencyMLP``) and the memoised
   architecture encoder (``ArchEncoder``).
+- ``additive``: per-operation costs times a boosted residual (``AdditiveLatency``), the
+  sample-efficient choice where measurements are noisy.
 - ``measure``: timing real sub-networks (``measure_archs``), measured tables
   (``MeasuredLatency``) and comparison statistics (``latency_stats``).
 - ``service``: the ``LatencyService`` named Ray actor per device and its client
@@ -18,6 +20,7 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS: dict[str, str] = {
+    "AdditiveLatency": "raynas.latency.additive",
     "ArchEncoder": "raynas.latency.predictor",
     "LatencyEvaluator": "raynas.latency.evaluator",
     "LatencyMLP": "raynas.latency.predictor",

@@ -18,12 +18,15 @@ import logging
 import math
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from raynas.latency.measure import torch_threads
 from spaces import Arch, SearchSpace, space_from_spec
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +270,21 @@ class LatencyMLP:
     def predict(self, archs: Sequence[Arch]) -> np.ndarray:
         """Predicted latency (ms) of each architecture (the ``Predictor`` protocol)."""
         return self.predict_vectors(ArchEncoder(self.space, prefill=False).encode(archs))
+
+    def expected(self, probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Latency (ms) predicted at the expected encoding when decision ``k`` is drawn from
+        ``probabilities[k]``: a differentiable relaxation of the expected latency (the
+        predictor fed soft one-hots, as FBNetV2 and HELP differentiate their predictors)."""
+        import torch
+
+        if not self.models:
+            raise RuntimeError("LatencyMLP is not trained: call fit() or load() first")
+        x = self.space.expected_features(probabilities).float()[None]
+        for m in self.models:  # gradients reach the probabilities, not the trained weights
+            m.requires_grad_(False)
+        with torch_threads(self.threads):
+            out = torch.stack([m.to(x.device)(x).squeeze() for m in self.models]).mean()
+        return torch.exp(out.double() * self.std + self.mean).to(probabilities[0].dtype)
 
     # ----------------------------------------------------------------- files
     def metadata(self) -> dict[str, Any]:

@@ -41,7 +41,8 @@ SOURCE_KINDS = ("table", "lut", "model")
 MAX_TASK_RETRIES = 3  # calls in flight when the actor died are retried, then they raise
 MAX_CACHED = 1_000_000  # memoised architectures before the memo starts afresh
 _DEVICE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SUFFIX_KINDS = {".csv": "table", ".parquet": "lut", ".pt": "model", ".pth": "model"}
+_SUFFIX_KINDS = {".csv": "table", ".parquet": "lut", ".pt": "model", ".pth": "model",
+                 ".npz": "model"}
 _HANDLES: dict[tuple[str | None, str], ActorHandle] = {}  # lookups, dropped on errors
 # Handles of the services this process started: Ray destroys a non-detached actor, named or
 # not, once its owner holds no handle, so these stay until stop_latency_service.
@@ -66,8 +67,9 @@ def normalize_sources(spec: Any, *, device: str = "") -> list[dict[str, str]]:
     """Source specs as ``[{"kind", "path"[, "column"]}]`` with absolute local paths.
 
     A spec is a path or URI (kind from its suffix: ``.csv`` measured table, ``.parquet``
-    lookup table, ``.pt`` learned model), a mapping with one of ``table``/``lut``/``model``
-    (a table may add ``column``, default the device name), or a list of these.
+    lookup table, ``.pt`` learned MLP, ``.npz`` additive model), a mapping with one of
+    ``table``/``lut``/``model`` (a table may add ``column``, default the device name), or a
+    list of these.
     """
     if isinstance(spec, (list, tuple)):
         if not spec:
@@ -120,6 +122,10 @@ def load_predictor(source: Mapping[str, str], *, device: str, space: SearchSpace
     if source["kind"] == "lut":
         return LatencyTable.load(path)
     if source["kind"] == "model":
+        if Path(path).suffix == ".npz":
+            from raynas.latency.additive import AdditiveLatency
+
+            return AdditiveLatency.load(path)
         return LatencyMLP.load(path)
     if space is None:
         raise ValueError(f"measured latency table {source['path']!r} needs the space of its "

@@ -378,6 +378,14 @@ class MobileNetSpace(SearchSpace):
         active = slot[None, :] < depths[:, stage]  # (n, slots)
         return np.hstack([np.ones((len(vectors), stages), dtype=bool), active, active])
 
+    def active_probability(self, probabilities: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Depths always; a slot's kernel and expansion when its stage is deeper than it."""
+        n, depth = self.num_stages, self.max_depth
+        slots = [probabilities[slot // depth][[i for i, d in enumerate(self.depth_choices)
+                                               if d > slot % depth]].sum()
+                 for slot in range(n * depth)]
+        return [probabilities[k].new_ones(()) for k in range(n)] + slots + slots
+
     def encode_strings(self, texts: Sequence[str]) -> np.ndarray | None:
         """Index vectors of well-formed strings by whole-batch numpy; None if any is not."""
         from spaces.mobilenet.strings import encode_strings

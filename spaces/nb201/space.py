@@ -264,6 +264,14 @@ class NB201Space(SearchSpace):
         """The NAS-Bench-201 string, as in the ``arch_str`` column of the public tables."""
         return str(self.validate(arch))
 
+    def cost_features(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The one-hot with liveness: operations off every input-output path cost no time on
+        runtimes that drop dead branches (``spaces.nb201.liveness``)."""
+        from spaces.nb201.liveness import cost_features
+
+        vectors = np.asarray(vectors, dtype=np.int64).reshape(-1, len(self.dims))
+        return cost_features(self.features(vectors), vectors)
+
 
 # Per-operation trainable parameters at c channels, and MACs per output pixel divided by c^2.
 _OP_PARAMS: dict[str, Callable[[int], int]] = {
