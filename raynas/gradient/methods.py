@@ -90,6 +90,7 @@ class GradientOptions:
     distill_temperature: float = 1.0
     # Hardware-aware, single-path methods (proxyless, parsec, fpnas):
     latency_table: str | None = None  # a layer-wise lookup table (raynas latency build)
+    latency_model: str | None = None  # or a learned LatencyMLP (raynas latency train, .pt)
     target_ms: float | None = None  # the latency the search aims at
     latency_weight: float = 1.0  # weight of the latency term (needs target_ms)
     latency_loss: str = "hinge"  # hinge: w*max(0, L/T-1) (FP-NAS); absolute: w*|L/T-1|;
@@ -176,16 +177,23 @@ def _check_latency(options: GradientOptions) -> None:
     if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
                                or not target > 0):
         raise ValueError(f"target_ms must be a number > 0, got {target!r}")
-    table = options.latency_table
-    if table is not None:
-        if not isinstance(table, str) or not Path(table).expanduser().is_file():
-            raise ValueError(f"latency_table {str(table)[:80]!r} is not a file "
-                             "(build one with raynas latency build)")
-    if target is not None and table is None:
-        raise ValueError("target_ms needs a latency_table to measure architectures against")
-    if options.spec.sampling is None and (table is not None or target is not None):
-        raise ValueError(f"latency_table and target_ms are for proxyless, parsec and fpnas; "
-                         f"method {options.method!r} does not use them")
+    table, model = options.latency_table, options.latency_model
+    for name, path, hint in (("latency_table", table, "build one with raynas latency build"),
+                             ("latency_model", model, "train one with raynas latency train")):
+        if path is not None and (not isinstance(path, str)
+                                 or not Path(path).expanduser().is_file()):
+            raise ValueError(f"{name} {str(path)[:80]!r} is not a file ({hint})")
+    if table is not None and model is not None:
+        raise ValueError("give latency_table or latency_model, not both")
+    if model is not None and not str(model).endswith((".pt", ".pth")):
+        raise ValueError(f"latency_model {str(model)[:80]!r} must be a LatencyMLP file (.pt): "
+                         "the latency term differentiates it")
+    if target is not None and table is None and model is None:
+        raise ValueError("target_ms needs a latency_table or latency_model to measure "
+                         "architectures against")
+    if options.spec.sampling is None and (table or model or target) is not None:
+        raise ValueError(f"latency_table, latency_model and target_ms are for proxyless, "
+                         f"parsec and fpnas; method {options.method!r} does not use them")
 
 
 def options_from_mapping(values: Mapping[str, Any]) -> GradientOptions:

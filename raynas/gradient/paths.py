@@ -87,6 +87,22 @@ def entropy_samples(entropy: float, full: float, smallest: int, largest: int) ->
     return int(min(largest, max(smallest, math.ceil(largest * entropy / full))))
 
 
+def load_latency(path: str) -> Any:
+    """A lookup table (``.parquet``) or a learned ``LatencyMLP`` (``.pt``): both predict index
+    vectors and give a differentiable expected latency."""
+    if str(path).endswith((".pt", ".pth")):
+        from raynas.latency.predictor import LatencyMLP
+
+        return LatencyMLP.load(path)
+    from raynas.latency.lut import LatencyTable
+
+    return LatencyTable.load(path)
+
+
+def _which(options: GradientOptions) -> str:
+    return "latency_table" if options.latency_table is not None else "latency_model"
+
+
 class Distribution:
     """Categorical distributions over groups of a space's decisions, one logit per combination.
 
@@ -210,14 +226,13 @@ class SampledPathSearch:
             raise ValueError(f"space {space.name!r}'s supernet has no gate_gradients; "
                              "proxyless needs them (mobilenet has)")
         route_batchnorms(self.supernet)
-        self.table = None
-        if options.latency_table is not None:
-            from raynas.latency.lut import LatencyTable
-
-            self.table = LatencyTable.load(options.latency_table)
+        self.table: Any = None  # a lookup table or a learned model: predict_vectors, expected
+        source = options.latency_table or options.latency_model
+        if source is not None:
+            self.table = load_latency(source)
             if [d.choices for d in self.table.space.decisions] != \
                     [d.choices for d in space.decisions]:
-                raise ValueError(f"latency_table {options.latency_table!r} is for space "
+                raise ValueError(f"{_which(options)} {source!r} is for space "
                                  f"{self.table.space.spec()}, not {space.spec()}")
         self.dist = Distribution(space, self.device)
         self.w_opt = torch.optim.SGD(self.supernet.parameters(), lr=options.w_lr,
@@ -380,7 +395,7 @@ class SampledPathSearch:
         """The distribution's expected lookup-table latency (ms), exact when factorised."""
         if self.table is None:
             return None
-        if all(len(g) == 1 for g in self.dist.groups):
+        if all(len(g) == 1 for g in self.dist.groups) and hasattr(self.table, "entries"):
             with torch.no_grad():
                 return float(self.table.expected(self.dist.probabilities()))
         draws = np.stack([self.dist.sample(np.random.default_rng([self.options.seed, 5, i]))[0]

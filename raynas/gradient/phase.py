@@ -128,18 +128,20 @@ def check_space(space: SearchSpace, plan: GradientPlan, *, where: str = "searche
             raise ConfigError(f"config field '{where}.method': proxyless needs binary-gate "
                               f"gradients of the supernet; space {space.name!r}'s has none "
                               "(mobilenet's has)")
-        table = job.get("latency_table")
-        if table is not None:
-            from raynas.latency.lut import LatencyTable
+        key = "latency_table" if job.get("latency_table") is not None else "latency_model"
+        source = job.get(key)
+        if source is not None:
+            from raynas.gradient.paths import load_latency
 
             try:
-                lut = LatencyTable.load(table)
+                latency = load_latency(source)
             except (OSError, ValueError, KeyError) as exc:
-                raise ConfigError(f"config field '{where}.latency_table': {short(str(exc), 160)}"
+                raise ConfigError(f"config field '{where}.{key}': {short(str(exc), 160)}"
                                   ) from None
-            if [d.choices for d in lut.space.decisions] != [d.choices for d in space.decisions]:
-                raise ConfigError(f"config field '{where}.latency_table': {short(table)} is for "
-                                  f"space {lut.space.name!r} with other choices than this "
+            if [d.choices for d in latency.space.decisions] != \
+                    [d.choices for d in space.decisions]:
+                raise ConfigError(f"config field '{where}.{key}': {short(source)} is for "
+                                  f"space {latency.space.name!r} with other choices than this "
                                   "search's space; build it for this space")
 
 

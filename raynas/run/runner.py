@@ -208,8 +208,8 @@ def _gradient_member(
     if searcher.name != GRADIENT_SEARCHER:  # searcher: {name: proxyless} is method proxyless
         options.setdefault("method", searcher.name)
     if "latency_device" in options:
-        options["latency_table"] = _service_table(options.pop("latency_device"), evaluator,
-                                                  where)
+        key, path = _service_source(options.pop("latency_device"), evaluator, where)
+        options[key] = path
     plan = plan_from_options(options, seed=seed, where=where)
     check_space(space, plan, where=where)
     try:
@@ -219,19 +219,22 @@ def _gradient_member(
     return given, plan
 
 
-def _service_table(device: Any, evaluator: Evaluator, where: str) -> str:
-    """The lookup table the latency evaluator's service of ``device`` serves (its path)."""
+def _service_source(device: Any, evaluator: Evaluator, where: str) -> tuple[str, str]:
+    """The lookup table (else the learned model) the latency evaluator's service of
+    ``device`` serves: the option it sets (``latency_table`` or ``latency_model``), its path."""
     sources = getattr(evaluator, "sources", None)
     if not isinstance(sources, Mapping) or device not in sources:
         known = ", ".join(sources) if isinstance(sources, Mapping) else "none"
         raise ConfigError(f"config field '{where}.latency_device': {short(device)} is not a "
                           f"device of the latency evaluator (devices: {known})")
-    tables = [s["path"] for s in sources[device] if s["kind"] == "lut"]
-    if not tables:
-        raise ConfigError(f"config field '{where}.latency_device': device {short(device)} has "
-                          "no lookup table among its latency sources; the latency term needs "
-                          "one (raynas latency build)")
-    return str(tables[0])
+    for kind, key in (("lut", "latency_table"), ("model", "latency_model")):
+        paths = [s["path"] for s in sources[device] if s["kind"] == kind
+                 and (kind == "lut" or s["path"].endswith((".pt", ".pth")))]
+        if paths:
+            return key, str(paths[0])
+    raise ConfigError(f"config field '{where}.latency_device': device {short(device)} has "
+                      "neither a lookup table nor a learned model (.pt) among its latency "
+                      "sources; the latency term needs one")
 
 
 def _make_searcher(

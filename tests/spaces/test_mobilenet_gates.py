@@ -131,3 +131,19 @@ def test_decision_groups_pair_each_slot_kernel_with_its_expansion(space: MobileN
     names = [[space.decisions[k].name for k in g] for g in groups]
     assert names[:2] == [["depth/0"], ["depth/1"]]
     assert names[2:] == [[f"ks/{b}", f"e/{b}"] for b in range(6)]
+
+
+def test_expected_features_are_the_probability_weighted_features(space: MobileNetSpace) -> None:
+    rng = np.random.default_rng(1)
+    probs = [torch.softmax(torch.as_tensor(rng.normal(size=d.size)), 0) for d in space.decisions]
+    total = np.zeros(space.features(np.zeros((1, len(space.dims)), dtype=np.int64)).shape[1])
+    for vector in itertools.product(*(range(d.size) for d in space.decisions)):
+        p = float(np.prod([float(probs[k][v]) for k, v in enumerate(vector)]))
+        total += p * space.features(np.array([vector]))[0]
+    got = space.expected_features(probs)
+    assert np.allclose(got.numpy(), total, atol=1e-9)
+    # One-hot probabilities give that architecture's own features.
+    vector = space.encode(space.sample(rng))
+    hot = [F.one_hot(torch.tensor(int(v)), d.size).double()
+           for v, d in zip(vector, space.decisions, strict=True)]
+    assert np.array_equal(space.expected_features(hot).numpy(), space.features(vector[None])[0])

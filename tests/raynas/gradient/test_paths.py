@@ -155,6 +155,33 @@ def test_each_method_searches_towards_a_latency_target(method, space, digits, lu
         assert seen[-1].samples == 3 * steps * 3 and seen[0].samples_per_step == 1.0
 
 
+def test_a_learned_latency_model_drives_the_latency_term(space, digits, lut, tmp_path) -> None:
+    from raynas.latency.predictor import LatencyMLP
+
+    path, latencies = lut
+    table = LatencyTable.load(path)
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(300)]
+    model = LatencyMLP(space, hidden=(32,), ensemble=1, seed=0, device="test")
+    model.fit(archs, table.predict(archs), epochs=60)
+    saved = str(model.save(tmp_path / "mlp.pt"))
+    # At a one-hot distribution the relaxation is the model's prediction of that architecture.
+    vector = space.encode(archs[0])
+    hot = [torch.nn.functional.one_hot(torch.tensor(int(v)), d.size).float()
+           for v, d in zip(vector, space.decisions, strict=True)]
+    assert float(model.expected(hot)) == pytest.approx(float(model.predict([archs[0]])[0]),
+                                                       rel=1e-5)
+    soft = [torch.full((d.size,), 1.0 / d.size, requires_grad=True) for d in space.decisions]
+    model.expected(soft).backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in soft)
+    target = float(np.percentile(latencies, 40))
+    search = _search(space, digits, method="proxyless", epochs=2, a_lr=0.05,
+                     latency_model=saved, target_ms=target, latency_weight=5.0)
+    last = search.run(digits).epochs[-1]
+    assert last.latency_ms == pytest.approx(float(model.predict([last.arch])[0]))
+    assert abs(last.latency_ms / target - 1) <= 0.1 and last.expected_latency_ms is not None
+
+
 def test_fpnas_draws_fewer_samples_than_parsec_once_the_distribution_sharpens(
         space, digits) -> None:
     runs = {}
@@ -171,6 +198,11 @@ def test_fpnas_draws_fewer_samples_than_parsec_once_the_distribution_sharpens(
 def test_options_and_spaces_are_checked(space, digits, tmp_path: Path, lut) -> None:
     with pytest.raises(ValueError, match="latency_table 'nope.parquet' is not a file"):
         options_from_mapping({"method": "proxyless", "latency_table": "nope.parquet"})
+    with pytest.raises(ValueError, match="give latency_table or latency_model, not both"):
+        options_from_mapping({"method": "fpnas", "latency_table": lut[0],
+                              "latency_model": lut[0]})
+    with pytest.raises(ValueError, match="latency_model .* must be a LatencyMLP file"):
+        options_from_mapping({"method": "fpnas", "latency_model": lut[0]})
     with pytest.raises(ValueError, match="target_ms needs a latency_table"):
         options_from_mapping({"method": "fpnas", "target_ms": 3.0})
     with pytest.raises(ValueError, match="latency_loss must be one of"):
