@@ -121,10 +121,7 @@ def gbm_predict(space: Any, train: list[str], y: np.ndarray, test: list[str], se
 def learned(table: Path, args: argparse.Namespace, model_dir: Path):
     """Part 1: train on n, test on the rest, per device; the pixel3 n=1000 model is kept."""
     space = create_space("nb201")
-    header = table.read_text().split("\n", 1)[0].split(",")
-    devices = [c for c in header if c not in ("index", "arch_str")]
-    if args.quick:
-        devices = devices[:2]
+    devices = table_devices(table, args.quick)
     figures: dict[str, float] = {}
     rows = []
     for device in devices:
@@ -158,16 +155,20 @@ def learned(table: Path, args: argparse.Namespace, model_dir: Path):
     return figures, rows
 
 
+def table_devices(table: Path, quick: bool) -> list[str]:
+    """The device columns of a latency table (the first two with ``--quick``)."""
+    header = table.read_text().split("\n", 1)[0].split(",")
+    devices = [c for c in header if c not in ("index", "arch_str")]
+    return devices[:2] if quick else devices
+
+
 # --------------------------------------------------------------------------- 3. ceiling
 def ceiling(table: Path, args: argparse.Namespace):
     """Part 3: within +-10% of predictors trained on 12,000 architectures, per device."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     space = create_space("nb201")
-    header = table.read_text().split("\n", 1)[0].split(",")
-    devices = [c for c in header if c not in ("index", "arch_str")]
-    if args.quick:
-        devices = devices[:2]
+    devices = table_devices(table, args.quick)
     figures: dict[str, float] = {"ceiling_train_archs": CEILING_TRAIN}
     rows = []
     for device in devices:
@@ -386,10 +387,7 @@ def sample(table: Path, args: argparse.Namespace,
     from raynas.latency.additive import RESIDUALS, AdditiveLatency
 
     space = create_space("nb201")
-    header = table.read_text().split("\n", 1)[0].split(",")
-    devices = [c for c in header if c not in ("index", "arch_str")]
-    if args.quick:
-        devices = devices[:2]
+    devices = table_devices(table, args.quick)
     figures: dict[str, float] = {"sample_train_archs": SAMPLE_TRAIN}
     rows = []
     for device in devices:
