@@ -279,12 +279,14 @@ class LatencyMLP:
 
         if not self.models:
             raise RuntimeError("LatencyMLP is not trained: call fit() or load() first")
-        x = self.space.expected_features(probabilities).float()[None]
+        # On the CPU, where the members live (autograd follows the copy back to the device).
+        x = self.space.expected_features(probabilities).float().cpu()[None]
         for m in self.models:  # gradients reach the probabilities, not the trained weights
             m.requires_grad_(False)
         with torch_threads(self.threads):
-            out = torch.stack([m.to(x.device)(x).squeeze() for m in self.models]).mean()
-        return torch.exp(out.double() * self.std + self.mean).to(probabilities[0].dtype)
+            out = torch.stack([m(x).squeeze() for m in self.models]).mean()
+        latency = torch.exp(out.double() * self.std + self.mean)
+        return latency.to(device=probabilities[0].device, dtype=probabilities[0].dtype)
 
     # ----------------------------------------------------------------- files
     def metadata(self) -> dict[str, Any]:

@@ -238,3 +238,20 @@ def test_single_path_methods_run_on_cuda_in_one_paths_memory(space, digits, lut)
     # that of one path (ProxylessNAS's and PARSEC's point), not eight.
     assert peaks["parsec"] < 1.5 * peaks["proxyless"]
     assert peaks["fpnas"] < 1.5 * peaks["proxyless"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_learned_latency_model_drives_a_cuda_search(space, digits, lut, tmp_path) -> None:
+    from raynas.latency.predictor import LatencyMLP
+
+    path, latencies = lut
+    table = LatencyTable.load(path)
+    archs = [space.sample(np.random.default_rng(i)) for i in range(200)]
+    model = LatencyMLP(space, hidden=(32,), ensemble=1, seed=0, device="test")
+    model.fit(archs, table.predict(archs), epochs=30)
+    search = _search(space, digits, method="proxyless", epochs=1, device="cuda",
+                     latency_model=str(model.save(tmp_path / "mlp.pt")),
+                     target_ms=float(np.percentile(latencies, 40)))
+    last = search.run(digits).epochs[-1]
+    assert last.latency_ms is not None and last.expected_latency_ms is not None
