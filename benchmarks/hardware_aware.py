@@ -129,12 +129,9 @@ def search_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def standalone_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train ``job["arch"]`` stand-alone with the training evaluator; its accuracies."""
-    _one_thread()
-    from raynas.evaluators.base import TrainingEvaluator
+    from supernet_ranking import train_standalone
 
-    ev = TrainingEvaluator(_space(), dataset="digits", epochs=job["epochs"], seed=job["seed"],
-                           num_threads=1, device="cpu")
-    return {**job, **ev.evaluate(job["arch"])}
+    return {**job, **train_standalone(job["arch"], job["seed"], job["epochs"], SPACE)}
 
 
 def nsga2_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,12 @@ from typing import Any
 
 import numpy as np
 from _common import RESULTS_DIR, machine_description, print_table, write_results
-from supernet_ranking import bootstrap_tau_diff, kendall_spearman
+from supernet_ranking import (
+    bootstrap_tau_diff,
+    kendall_spearman,
+    train_standalone,
+    train_supernet,
+)
 
 from spaces import create_space
 
@@ -66,42 +71,6 @@ def draw_subnets(n: int, seed: int) -> list[str]:
         arch = space.sample(rng)
         seen.setdefault(space.canonical(arch), space.to_string(arch))
     return list(seen.values())
-
-
-# --------------------------------------------------------------------------- worker jobs
-def supernet_job(method: str, steps: int, seed: int, archs: Sequence[str]) -> dict[str, Any]:
-    """Train one supernet on one thread; evaluate ``archs`` without the cache."""
-    import torch
-
-    from raynas.supernet.trainer import SupernetTrainer
-
-    torch.set_num_threads(1)
-    options = {"ofa_subnets": OFA_SUBNETS} if method == "ofa" else {}
-    trainer = SupernetTrainer(SPACE, dataset=DATASET, method=method, seed=seed,
-                              total_steps=steps, num_threads=1, **options)
-    start, cpu = time.perf_counter(), time.process_time()
-    records = trainer.train(steps)
-    train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu
-    start = time.perf_counter()
-    results = [trainer.evaluate(a, use_cache=False) for a in archs]
-    return {
-        "method": method, "train_s": train_s, "train_cpu_s": train_cpu_s,
-        "eval_s": time.perf_counter() - start,
-        "final_loss": float(np.nanmean([r["loss"] for r in records[-50:]])),
-        "val_acc": [r["val_acc"] for r in results],
-    }
-
-
-def standalone_job(arch: str, seed: int, epochs: int) -> dict[str, Any]:
-    """One stand-alone training run of ``arch`` from scratch (one thread, CPU)."""
-    import torch
-
-    from raynas.evaluators.base import TrainingEvaluator
-
-    torch.set_num_threads(1)
-    ev = TrainingEvaluator(create_space(**SPACE), dataset=DATASET, epochs=epochs, seed=seed,
-                           num_threads=1, device="cpu")
-    return ev.evaluate(arch)
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -127,9 +96,11 @@ def ofa_vs_spos(
     context = multiprocessing.get_context("spawn")  # fresh workers: no forked torch threads
     with ProcessPoolExecutor(max_workers=threads, mp_context=context) as pool:
         # The longest job first: the other workers go through everything else meanwhile.
-        sn_futures = {m: pool.submit(supernet_job, m, steps, seed, archs)
+        sn_futures = {m: pool.submit(train_supernet, m, steps, seed, archs,
+                                     {"ofa_subnets": OFA_SUBNETS} if m == "ofa" else {}, SPACE)
                       for m in ("ofa", "spos")}
-        sa_futures = [pool.submit(standalone_job, a, seed, train_epochs) for a in archs]
+        sa_futures = [pool.submit(train_standalone, a, seed, train_epochs, SPACE)
+                      for a in archs]
         standalone = [f.result() for f in sa_futures]
         supernets = {m: f.result() for m, f in sn_futures.items()}
     sa_acc = np.array([r["val_acc"] for r in standalone])

@@ -92,16 +92,17 @@ def select_archs(space: Any, n: int, seed: int) -> list[str]:
 
 # --------------------------------------------------------------------------- Ray tasks
 def train_supernet(
-    method: str, steps: int, seed: int, archs: Sequence[str], options: dict[str, Any]
+    method: str, steps: int, seed: int, archs: Sequence[str], options: dict[str, Any],
+    space: dict[str, Any] = SPACE,
 ) -> dict[str, Any]:
-    """Train one supernet on one thread; evaluate ``archs`` without the cache."""
+    """Train one supernet of ``space`` on one thread; evaluate ``archs`` without the cache."""
     import torch
 
     from raynas.supernet.trainer import SupernetTrainer
 
     torch.set_num_threads(1)
     trainer = SupernetTrainer(
-        SPACE, dataset=DATASET, method=method, seed=seed, total_steps=steps, num_threads=1,
+        space, dataset=DATASET, method=method, seed=seed, total_steps=steps, num_threads=1,
         **options,
     )
     start, cpu = time.perf_counter(), time.process_time()
@@ -111,22 +112,22 @@ def train_supernet(
     results = [trainer.evaluate(a, use_cache=False) for a in archs]
     return {
         "train_s": train_s, "train_cpu_s": train_cpu_s, "eval_s": time.perf_counter() - start,
-        "final_loss": float(np.mean([r["loss"] for r in records[-50:]])),
+        "final_loss": float(np.nanmean([r["loss"] for r in records[-50:]])),
         "val_acc": [r["val_acc"] for r in results], "val_loss": [r["val_loss"] for r in results],
         "pool_size": trainer.stats()["pool_size"],
     }
 
 
-def train_standalone(arch: str, seed: int, epochs: int) -> dict[str, float]:
-    """One stand-alone training run of ``arch`` (one thread, CPU)."""
+def train_standalone(arch: str, seed: int, epochs: int,
+                     space: dict[str, Any] = SPACE) -> dict[str, float]:
+    """One stand-alone training run of ``arch`` of ``space`` from scratch (one thread, CPU)."""
     import torch
 
     from raynas.evaluators.base import TrainingEvaluator
 
     torch.set_num_threads(1)
-    space = create_space(**SPACE)
-    ev = TrainingEvaluator(space, dataset=DATASET, epochs=epochs, seed=seed, num_threads=1,
-                           device="cpu")
+    ev = TrainingEvaluator(create_space(**space), dataset=DATASET, epochs=epochs, seed=seed,
+                           num_threads=1, device="cpu")
     return ev.evaluate(arch)
 
 

@@ -45,7 +45,7 @@ from torch import nn
 from raynas.evaluators.data import DatasetSplits, batches
 from raynas.gradient.methods import GradientOptions, check_options
 from raynas.gradient.search import EpochRecord, GradientResult, resolve_device
-from raynas.supernet.private_bn import private_batchnorms, route_batchnorms
+from raynas.supernet.private_bn import recalibrated_copies, route_batchnorms
 from spaces import Arch, SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -241,6 +241,8 @@ class SampledPathSearch:
         self.a_opt = self._arch_optimizer()
         self.rng = np.random.default_rng([options.seed, 3])
         self.samples = 0  # architectures drawn so far (weight and architecture steps)
+        # Calibration batches (indices) of the training split, chosen once per split size.
+        self._calib: tuple[int, list[np.ndarray]] | None = None
 
     def _arch_optimizer(self) -> torch.optim.Optimizer:
         o = self.options
@@ -352,20 +354,16 @@ class SampledPathSearch:
     def accuracy(self, arch: Arch, data: DatasetSplits) -> float:
         """Validation accuracy (percent) of ``arch``'s path, batch norms re-estimated first."""
         o = self.options
+        if self._calib is None or self._calib[0] != len(data.y_train):
+            order = np.random.default_rng([o.seed, 4]).permutation(len(data.y_train))
+            count = min(o.calib_batches, max(1, len(order) // o.batch_size))
+            self._calib = (len(data.y_train), [order[i * o.batch_size:(i + 1) * o.batch_size]
+                                               for i in range(count)])
+        inputs = (torch.as_tensor(data.x_train[idx]).to(self.device) for idx in self._calib[1])
         was = self.supernet.training
         self.supernet.eval()
         try:
-            with private_batchnorms(self.supernet.batchnorms(arch)) as bns:  # type: ignore
-                for bn in bns:
-                    bn.reset_running_stats()
-                    bn.momentum = None
-                    bn.train()
-                order = np.random.default_rng([o.seed, 4]).permutation(len(data.y_train))
-                for i in range(min(o.calib_batches, max(1, len(order) // o.batch_size))):
-                    idx = order[i * o.batch_size:(i + 1) * o.batch_size]
-                    self.supernet(torch.as_tensor(data.x_train[idx]).to(self.device), arch)
-                for bn in bns:
-                    bn.eval()
+            with recalibrated_copies(self.supernet, arch, inputs):
                 correct = 0
                 for xb, yb in batches(data.x_val, data.y_val, 256):
                     logits = self.supernet(xb.to(self.device), arch)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,3 +68,31 @@ def private_batchnorms(bns: Sequence[_BatchNorm]) -> Iterator[list[_BatchNorm]]:
         yield copies
     finally:
         _LOCAL.copies = None
+
+
+def recalibrate(supernet: nn.Module, bns: Sequence[nn.Module], arch: Any,
+                inputs: Iterable[torch.Tensor]) -> None:
+    """Reset ``bns`` and re-estimate their statistics by running ``arch`` on each of ``inputs``.
+
+    The statistics become the cumulative average over the batches (momentum None); the batch
+    norms are left in train mode.
+    """
+    for bn in bns:
+        bn.reset_running_stats()  # type: ignore[operator]
+        bn.momentum = None
+        bn.train()
+    with torch.no_grad():
+        for x in inputs:
+            supernet(x, arch)
+
+
+@contextmanager
+def recalibrated_copies(supernet: nn.Module, arch: Any,
+                        inputs: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within the block, this thread runs ``arch`` with its own copies of the path's batch
+    norms, re-estimated on ``inputs`` and in eval mode; the supernet's are never written."""
+    with private_batchnorms(supernet.batchnorms(arch)) as bns:  # type: ignore[operator]
+        recalibrate(supernet, bns, arch, inputs)
+        for bn in bns:
+            bn.eval()
+        yield

@@ -22,7 +22,7 @@ from torch import nn
 from raynas.evaluators.data import load_dataset, resolve_spec
 from raynas.supernet.ofa import distillation_loss, ofa_schedule
 from raynas.supernet.pool import CandidatePool
-from raynas.supernet.private_bn import private_batchnorms, route_batchnorms
+from raynas.supernet.private_bn import recalibrate, recalibrated_copies, route_batchnorms
 from spaces import Arch, SearchSpace, create_space
 
 logger = logging.getLogger(__name__)
@@ -466,21 +466,12 @@ class SupernetTrainer:
         """
         if self.supernet.training:
             self.supernet.eval()
-        with private_batchnorms(self.supernet.batchnorms(arch)) as bns:  # type: ignore[operator]
-            self._calibrate(bns, arch)
-            for bn in bns:
-                bn.eval()
+        with recalibrated_copies(self.supernet, arch, self._calibration_inputs()):
             yield
 
-    def _calibrate(self, bns: Sequence[nn.Module], arch: Arch) -> None:
-        """Reset ``bns`` and re-estimate their statistics on the path's calibration batches."""
-        for bn in bns:
-            bn.reset_running_stats()  # type: ignore[operator]
-            bn.momentum = None  # cumulative average over the calibration batches
-            bn.train()
-        with torch.no_grad():
-            for idx in self._calib:
-                self.supernet(self.x_train[idx].to(self.device), arch)
+    def _calibration_inputs(self) -> Iterator[torch.Tensor]:
+        """The calibration batches' images, on the trainer's device."""
+        return (self.x_train[idx].to(self.device) for idx in self._calib)
 
     @contextmanager
     def _recalibrated(self, arch: Arch) -> Iterator[None]:
@@ -496,7 +487,7 @@ class SupernetTrainer:
         was_training = self.supernet.training
         try:
             self.supernet.eval()
-            self._calibrate(bns, arch)
+            recalibrate(self.supernet, bns, arch, self._calibration_inputs())
             self.supernet.eval()
             yield
         finally:
